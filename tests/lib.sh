@@ -1,0 +1,22 @@
+# Shared helpers for the shell test suites: counting, assertions, temp dirs.
+# Source it, set SUITE, call `check NAME CMD...` or `pass NAME` / `fail NAME WHY`, end with `summary`.
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+SDX=$ROOT/build/bin/sdx
+LIB=$ROOT/build/lib/libsdx.so
+PASSED=0
+FAILED=0
+
+pass() { PASSED=$((PASSED + 1)); echo "PASS $1"; }
+fail() { FAILED=$((FAILED + 1)); echo "FAIL $1: $2"; }
+
+# check NAME CMD...: passes when CMD exits 0.
+check() {
+  local name=$1; shift
+  local out
+  if out=$("$@" 2>&1); then pass "$name"; else fail "$name" "$(printf '%s' "$out" | tail -n 15)"; fi
+}
+
+summary() {
+  echo "${SUITE}: ${PASSED} passed, ${FAILED} failed"
+  [[ $FAILED == 0 && $PASSED -gt 0 ]]
+}
