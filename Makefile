@@ -117,7 +117,7 @@ $(B)/tests/semantics/%.fortify: tests/semantics/%.cpp $(wildcard tests/semantics
 
 $(B)/bench/%: bench/%.cpp
 	@mkdir -p $(@D)
-	$(CXX) -std=c++20 -O2 $(WARN) -o $@ $<
+	$(CXX) -std=c++20 -O2 $(WARN) -o $@ $< -ldl
 
 $(B)/bin/%: examples/%.cpp
 	@mkdir -p $(@D)
