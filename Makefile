@@ -40,6 +40,7 @@ BIN_LDFLAGS   := -Wl,-z,now -Wl,-z,relro -static-libstdc++ -static-libgcc
 
 CONF_SRC    := $(wildcard conf/*.cpp) $(wildcard common/*.cpp)
 PROTO_SRC   := $(wildcard protocol/*.cpp)
+VERBS_SRC   := $(wildcard verbs/*.cpp)
 PRELOAD_SRC := $(wildcard preload/*.cpp)
 PRELOAD_ASM := $(wildcard preload/*.S)
 CLI_SRC     := $(wildcard cli/*.cpp)
@@ -52,6 +53,7 @@ obj = $(patsubst %.cpp,$(B)/obj/%.o,$(patsubst %.S,$(B)/obj/%.o,$(1)))
 
 CONF_OBJ    := $(call obj,$(CONF_SRC))
 PROTO_OBJ   := $(call obj,$(PROTO_SRC))
+VERBS_OBJ   := $(call obj,$(VERBS_SRC))
 PRELOAD_OBJ := $(call obj,$(PRELOAD_SRC) $(PRELOAD_ASM))
 CLI_OBJ     := $(call obj,$(CLI_SRC))
 UNIT_OBJ    := $(call obj,$(UNIT_SRC))
@@ -59,6 +61,7 @@ UNIT_OBJ    := $(call obj,$(UNIT_SRC))
 LIB         := $(B)/lib/libsdx.so
 CONF_LIB    := $(B)/lib/libsdxconf.a
 PROTO_LIB   := $(B)/lib/libsdxproto.a
+VERBS_LIB   := $(B)/lib/libsdxverbs.a
 SDX         := $(B)/bin/sdx
 UNIT        := $(B)/tests/unit_tests
 SEM_BINS    := $(patsubst tests/semantics/%.cpp,$(B)/tests/semantics/%,$(SEM_SRC))
@@ -90,6 +93,11 @@ $(PROTO_LIB): $(PROTO_OBJ)
 	@mkdir -p $(@D)
 	rm -f $@ && ar rcs $@ $^
 
+# Transports (verbs/): tested between real processes, linked into the shim.
+$(VERBS_LIB): $(VERBS_OBJ)
+	@mkdir -p $(@D)
+	rm -f $@ && ar rcs $@ $^
+
 # The export list is generated from the interposed-symbol table, so the two cannot drift.
 EXTRA_EXPORTS := execl execlp execle
 $(B)/gen/libsdx.map: preload/libc.def Makefile
@@ -110,9 +118,9 @@ $(SDX): $(CLI_OBJ) $(CONF_LIB)
 man/%: man/%.in $(SDX)
 	$(SDX) internal-man $< > $@.tmp && mv $@.tmp $@
 
-$(UNIT): $(UNIT_OBJ) $(CONF_LIB) $(PROTO_LIB) $(B)/obj/preload/socket.o
+$(UNIT): $(UNIT_OBJ) $(CONF_LIB) $(PROTO_LIB) $(VERBS_LIB) $(B)/obj/preload/socket.o
 	@mkdir -p $(@D)
-	$(CXX) $(CXXFLAGS) -o $@ $(UNIT_OBJ) $(B)/obj/preload/socket.o $(PROTO_LIB) $(CONF_LIB) -lgtest -lgtest_main -lpthread
+	$(CXX) $(CXXFLAGS) -o $@ $(UNIT_OBJ) $(B)/obj/preload/socket.o $(VERBS_LIB) $(PROTO_LIB) $(CONF_LIB) -lgtest -lgtest_main -lpthread
 
 # Semantics programs: plain build and an -O2 -D_FORTIFY_SOURCE=2 build (glibc's __*_chk entry points).
 SEM_FLAGS := -std=c++20 -Wall -Wextra -Werror -g -pthread -Itests/semantics

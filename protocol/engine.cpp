@@ -437,7 +437,15 @@ void Engine::on_rdma_done(OpId op, bool ok) {
     }
 }
 
-void Engine::on_transport_down() { abort_conn(AbortReason::TransportDown, false); }
+void Engine::on_transport_down() {
+    // After the peer's DisConn this is its orderly exit: what it sent stays readable, and a send
+    // now fails as a send to a closed TCP peer does.
+    if (rx_eof_) {
+        peer_gone_ = true;
+        return;
+    }
+    abort_conn(AbortReason::TransportDown, false);
+}
 
 void Engine::cancel_timed_out() {
     abort_conn(AbortReason::CancelTimeout, true);
@@ -451,7 +459,7 @@ OpResult Engine::start_send(std::span<const iovec> iov, int flags, bool nonblock
         if (pending_error_) return {Status::Done, -take_error()};
         return {Status::Done, -EPIPE};
     }
-    if (tx_shut_) return {Status::Done, -EPIPE};
+    if (tx_shut_ || peer_gone_) return {Status::Done, -EPIPE};
     tx_op_ = SendOp{};
     tx_op_.active = true;
     tx_op_.nonblocking = nonblocking || (flags & MSG_DONTWAIT);

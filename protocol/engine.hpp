@@ -308,6 +308,7 @@ private:
     bool tx_shut_ = false;               // SHUT_WR: DisConn queued (or due after the send in progress)
     bool rx_shut_ = false;               // SHUT_RD
     bool rx_eof_ = false;                // DisConn received
+    bool peer_gone_ = false;             // and then the transport closed
     bool closed_ = false;
     AbortReason abort_reason_ = AbortReason::None;
     int pending_error_ = 0;              // reported once by recv/send/SO_ERROR

@@ -1,0 +1,204 @@
+// The shared-memory transport between two real processes: rings in a memfd segment, the peer
+// attached through /proc/PID/fd, zero copy by cross-memory attach, the protocol engine on top.
+#include <gtest/gtest.h>
+#include <sys/mman.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <cstdio>
+#include <cstring>
+#include <random>
+
+#include "verbs/shm_channel.hpp"
+
+using namespace sdx;
+using namespace sdx::shm;
+
+namespace {
+
+// Runs an engine operation to completion the way the shim will: feed the channel, progress,
+// sleep on the doorbell when nothing moves.
+long run(proto::Engine& e, Channel& ch, proto::OpResult r, bool send) {
+    while (r.status == proto::Status::Pending) {
+        int fed = ch.drive(e);
+        r = send ? e.progress_send() : e.progress_recv();
+        if (r.status == proto::Status::Done) break;
+        if (fed == 0) ch.wait(20000, 1000000000LL);
+    }
+    return r.result;
+}
+
+std::uint8_t byte_at(std::uint64_t seed, std::uint64_t off) {
+    std::uint64_t z = seed + (off >> 3) * 0x9e3779b97f4a7c15ull;
+    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
+    z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
+    z ^= z >> 31;
+    return static_cast<std::uint8_t>(z >> ((off & 7) * 8));
+}
+
+struct Result {
+    double seconds;
+    std::uint64_t bytes;
+};
+
+// Parent sends `total` bytes (the pattern costs more than the transfer: speed is for bench/) with random write sizes; the child receives with random read sizes
+// and checks every byte.  Returns the child's verdict and the parent's timing.
+Result transfer(std::uint64_t total, std::size_t max_op, proto::Params prm, bool rx_nonblocking, proto::Counters* tx_ctr) {
+    std::string err;
+    auto seg = Segment::create(ring_capacity_for(prm.recv_bufs, prm.buf_size), &err);
+    EXPECT_TRUE(seg) << err;
+    int hello_pipe[2], ack_pipe[2];
+    EXPECT_EQ(::pipe(hello_pipe), 0);
+    EXPECT_EQ(::pipe(ack_pipe), 0);
+    pid_t parent = ::getpid();
+    int seg_fd = seg->fd();
+    pid_t child = ::fork();
+    if (child == 0) {
+        // The passive side: attach by /proc, as an unrelated process would.
+        std::string e2;
+        auto mine = Segment::attach_pid(parent, seg_fd, &e2);
+        if (!mine) _exit(10);
+        Channel ch(std::move(*mine), 1, parent);
+        proto::Engine eng(prm, ch);
+        std::vector<std::byte> hello(proto::kHelloSize);
+        if (::read(hello_pipe[0], hello.data(), hello.size()) != static_cast<ssize_t>(hello.size())) _exit(11);
+        auto ack = eng.accept_hello(hello);
+        if (!ack || ::write(ack_pipe[1], ack->data(), ack->size()) != static_cast<ssize_t>(ack->size())) _exit(12);
+        std::vector<std::uint8_t> buf(max_op);
+        std::mt19937_64 g(7);
+        std::uint64_t got = 0;
+        while (got < total) {
+            std::size_t want = 1 + g() % max_op;
+            iovec v{buf.data(), want};
+            long n = run(eng, ch, eng.start_recv({&v, 1}, 0, rx_nonblocking), false);
+            if (n == -EAGAIN) {
+                // What the drive brings in may already be readable: sleep only when nothing came.
+                if (ch.drive(eng) == 0) ch.wait(20000, 1000000000LL);
+                continue;
+            }
+            if (n <= 0) _exit(13);
+            for (long i = 0; i < n; ++i)
+                if (buf[i] != byte_at(99, got + i)) _exit(14);
+            got += static_cast<std::uint64_t>(n);
+        }
+        iovec v{buf.data(), 1};
+        if (run(eng, ch, eng.start_recv({&v, 1}, 0, false), false) != 0) _exit(15);  // DisConn: EOF
+        _exit(0);
+    }
+    Channel ch(std::move(*seg), 0, child);
+    proto::Engine eng(prm, ch);
+    auto hello = eng.hello();
+    EXPECT_EQ(::write(hello_pipe[1], hello.data(), hello.size()), static_cast<ssize_t>(hello.size()));
+    std::vector<std::byte> ack(proto::kHelloSize);
+    EXPECT_EQ(::read(ack_pipe[0], ack.data(), ack.size()), static_cast<ssize_t>(ack.size()));
+    EXPECT_TRUE(eng.accept_hello_ack(ack));
+    std::vector<std::uint8_t> src(max_op + 8);
+    std::mt19937_64 g(3);
+    std::uint64_t sent = 0;
+    auto t0 = std::chrono::steady_clock::now();
+    while (sent < total) {
+        std::size_t n = std::min<std::uint64_t>(1 + g() % max_op, total - sent);
+        for (std::size_t i = 0; i < n; ++i) src[i] = byte_at(99, sent + i);
+        iovec v{src.data(), n};
+        long r = run(eng, ch, eng.start_send({&v, 1}, 0, false), true);
+        EXPECT_EQ(r, static_cast<long>(n));
+        if (r <= 0) break;
+        sent += static_cast<std::uint64_t>(r);
+    }
+    eng.shutdown_send();
+    ch.drive(eng);
+    int status = 0;
+    // Keep serving the peer (its reads of our memory need us alive, not active) until it exits.
+    while (::waitpid(child, &status, WNOHANG) == 0) {
+        ch.drive(eng);
+        ch.wait(0, 10000000);
+    }
+    auto t1 = std::chrono::steady_clock::now();
+    EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0) << "receiver exit status " << WEXITSTATUS(status);
+    if (tx_ctr) *tx_ctr = eng.counters();
+    for (int fd : {hello_pipe[0], hello_pipe[1], ack_pipe[0], ack_pipe[1]}) ::close(fd);
+    return {std::chrono::duration<double>(t1 - t0).count(), sent};
+}
+
+}  // namespace
+
+TEST(ShmRing, PacksWrapsAndReleasesOutOfOrder) {
+    std::vector<std::byte> mem(4096 + sizeof(RingControl));
+    auto* ctl = new (mem.data()) RingControl{};
+    std::byte* data = mem.data() + sizeof(RingControl);
+    RingProducer p(ctl, data, 4096);
+    RingConsumer c(ctl, data, 4096);
+    std::vector<std::uint64_t> ids;
+    std::vector<std::byte> msg(1000, std::byte{7});
+    for (int i = 0; i < 4; ++i) ASSERT_EQ(p.post(msg, {}), PostResult::Ok);
+    EXPECT_EQ(p.post(msg, {}), PostResult::Full) << "4 x 1008 of 4096 used";
+    ASSERT_EQ(c.poll([&](std::uint64_t id, std::span<const std::byte> m) { ids.push_back(id); EXPECT_EQ(m.size(), 1000u); }), 4);
+    c.release(ids[1]);  // out of order: the tail cannot move yet
+    EXPECT_EQ(p.post(msg, {}), PostResult::Full);
+    c.release(ids[0]);
+    ASSERT_EQ(p.post(msg, {}), PostResult::Ok) << "the first two came free: pad to the end, then wrap";
+    EXPECT_EQ(p.post(msg, {}), PostResult::Ok);
+    EXPECT_EQ(p.post(std::vector<std::byte>(3000), {}), PostResult::TooLarge);
+    int n = c.poll([&](std::uint64_t id, std::span<const std::byte> m) { ids.push_back(id); EXPECT_EQ(m.size(), 1000u); });
+    EXPECT_EQ(n, 2) << "the padding record is skipped";
+}
+
+TEST(ShmRing, CorruptIndicesAreDetected) {
+    std::vector<std::byte> mem(4096 + sizeof(RingControl));
+    auto* ctl = new (mem.data()) RingControl{};
+    std::byte* data = mem.data() + sizeof(RingControl);
+    RingConsumer c(ctl, data, 4096);
+    ctl->head.store(1 << 20);  // a hostile peer claims a megabyte in a 4 KiB ring
+    EXPECT_EQ(c.poll([](std::uint64_t, std::span<const std::byte>) { FAIL(); }), -1);
+    RingConsumer c2(ctl, data, 4096);
+    ctl->head.store(64);
+    std::uint32_t h[2] = {5000, 0};  // a record longer than the ring
+    std::memcpy(data, h, sizeof h);
+    EXPECT_EQ(c2.poll([](std::uint64_t, std::span<const std::byte>) { FAIL(); }), -1);
+}
+
+TEST(ShmChannel, AttachRefusesWhatIsNotASealedSegment) {
+    std::string err;
+    int fd = ::memfd_create("x", MFD_CLOEXEC);
+    ASSERT_EQ(::ftruncate(fd, 65536), 0);
+    EXPECT_FALSE(Segment::attach(fd, &err));
+    EXPECT_NE(err.find("sealed"), std::string::npos) << err;
+    EXPECT_FALSE(Segment::attach_pid(::getpid(), 9999, &err));
+}
+
+TEST(ShmChannel, BcopyBetweenProcessesIsByteExact) {
+    proto::Params prm;
+    prm.recv_bufs = 16;
+    prm.buf_size = 16384;
+    prm.send_zcopy_threshold = 0;
+    prm.recv_zcopy_threshold = 0;
+    prm.rdma_sync = true;
+    proto::Counters c;
+    Result r = transfer(64ull << 20, 200000, prm, false, &c);
+    EXPECT_EQ(r.bytes, 64ull << 20);
+    EXPECT_EQ(c.tx_bcopy_bytes, 64ull << 20);
+}
+
+TEST(ShmChannel, ZeroCopyByCrossMemoryAttachIsByteExact) {
+    proto::Params prm;
+    prm.recv_bufs = 16;
+    prm.buf_size = 16384;
+    prm.send_zcopy_threshold = 32768;
+    prm.recv_zcopy_threshold = 32768;
+    prm.rdma_sync = true;
+    proto::Counters c;
+    Result r = transfer(256ull << 20, 4 << 20, prm, false, &c);
+    EXPECT_EQ(r.bytes, 256ull << 20);
+    EXPECT_GT(c.tx_zcopy_read_bytes + c.tx_zcopy_write_bytes, 128ull << 20) << "most bytes went by zero copy";
+}
+
+TEST(ShmChannel, NonblockingReceiverWithSmallMessages) {
+    proto::Params prm;
+    prm.recv_bufs = 8;
+    prm.buf_size = 4096;
+    prm.rdma_sync = true;
+    proto::Counters c;
+    transfer(8ull << 20, 3000, prm, true, &c);
+    EXPECT_EQ(c.tx_bcopy_bytes, 8ull << 20);
+}

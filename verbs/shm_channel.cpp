@@ -1,0 +1,232 @@
+#include "verbs/shm_channel.hpp"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <sys/uio.h>
+#include <unistd.h>
+
+#include <cstring>
+#include <new>
+
+namespace sdx::shm {
+
+// The first page of a segment.
+struct SegmentHeader {
+    char magic[8];                 // "SDXSHM01"
+    std::uint32_t version;
+    std::uint32_t header_bytes;    // bytes before ring 0's data
+    std::uint64_t ring_capacity;   // bytes of data per ring (a power of two)
+    std::uint64_t total_bytes;
+};
+
+namespace {
+
+constexpr char kMagic[8] = {'S', 'D', 'X', 'S', 'H', 'M', '0', '1'};
+constexpr std::uint32_t kSegVersion = 1;
+constexpr std::size_t kPage = 4096;
+constexpr std::size_t kControlOffset = kPage;         // two RingControl blocks
+constexpr std::size_t kDataOffset = 2 * kPage;        // ring 0 data, then ring 1 data
+
+std::string errno_text(const char* what) { return std::string(what) + ": " + std::strerror(errno); }
+
+}  // namespace
+
+std::optional<Segment> Segment::create(std::size_t ring_capacity, std::string* err) {
+    if (ring_capacity < kPage || (ring_capacity & (ring_capacity - 1))) {
+        if (err) *err = "ring capacity must be a power of two of at least 4096";
+        return std::nullopt;
+    }
+    int fd = ::memfd_create("sdx", MFD_CLOEXEC | MFD_ALLOW_SEALING);
+    if (fd < 0) {
+        if (err) *err = errno_text("memfd_create");
+        return std::nullopt;
+    }
+    std::size_t total = kDataOffset + 2 * ring_capacity;
+    if (::ftruncate(fd, static_cast<off_t>(total)) != 0) {
+        if (err) *err = errno_text("ftruncate");
+        ::close(fd);
+        return std::nullopt;
+    }
+    // The size is fixed for good: a peer cannot shrink it under our mapping (SIGBUS).
+    ::fcntl(fd, F_ADD_SEALS, F_SEAL_SHRINK | F_SEAL_GROW | F_SEAL_SEAL);
+    void* base = ::mmap(nullptr, total, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+    if (base == MAP_FAILED) {
+        if (err) *err = errno_text("mmap");
+        ::close(fd);
+        return std::nullopt;
+    }
+    auto* h = static_cast<SegmentHeader*>(base);
+    std::memcpy(h->magic, kMagic, sizeof kMagic);
+    h->version = kSegVersion;
+    h->header_bytes = kDataOffset;
+    h->ring_capacity = ring_capacity;
+    h->total_bytes = total;
+    new (static_cast<std::byte*>(base) + kControlOffset) RingControl{};
+    new (static_cast<std::byte*>(base) + kControlOffset + sizeof(RingControl)) RingControl{};
+    Segment s;
+    s.fd_ = fd;
+    s.base_ = base;
+    s.size_ = total;
+    s.ring_cap_ = ring_capacity;
+    return s;
+}
+
+std::optional<Segment> Segment::attach(int fd, std::string* err) {
+    struct stat st {};
+    if (::fstat(fd, &st) != 0 || static_cast<std::size_t>(st.st_size) < kDataOffset + 2 * kPage) {
+        if (err) *err = "not an sdx segment (too small)";
+        ::close(fd);
+        return std::nullopt;
+    }
+    // The seals guarantee the size we map stays valid; without them the peer could truncate the
+    // file and make our next access fault.
+    int seals = ::fcntl(fd, F_GET_SEALS);
+    if (seals < 0 || (seals & (F_SEAL_SHRINK | F_SEAL_SEAL)) != (F_SEAL_SHRINK | F_SEAL_SEAL)) {
+        if (err) *err = "segment is not sealed against shrinking";
+        ::close(fd);
+        return std::nullopt;
+    }
+    std::size_t total = static_cast<std::size_t>(st.st_size);
+    void* base = ::mmap(nullptr, total, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+    if (base == MAP_FAILED) {
+        if (err) *err = errno_text("mmap");
+        ::close(fd);
+        return std::nullopt;
+    }
+    SegmentHeader h;
+    std::memcpy(&h, base, sizeof h);
+    std::size_t cap = h.ring_capacity;
+    bool ok = std::memcmp(h.magic, kMagic, sizeof kMagic) == 0 && h.version == kSegVersion && h.header_bytes == kDataOffset &&
+              cap >= kPage && (cap & (cap - 1)) == 0 && cap <= (total - kDataOffset) / 2 && h.total_bytes == total;
+    if (!ok) {
+        if (err) *err = "not an sdx segment (bad header)";
+        ::munmap(base, total);
+        ::close(fd);
+        return std::nullopt;
+    }
+    Segment s;
+    s.fd_ = fd;
+    s.base_ = base;
+    s.size_ = total;
+    s.ring_cap_ = cap;
+    return s;
+}
+
+std::optional<Segment> Segment::attach_pid(pid_t pid, int fd, std::string* err) {
+    char path[64];
+    std::snprintf(path, sizeof path, "/proc/%d/fd/%d", static_cast<int>(pid), fd);
+    int mine = ::open(path, O_RDWR | O_CLOEXEC);
+    if (mine < 0) {
+        if (err) *err = errno_text(path);
+        return std::nullopt;
+    }
+    return attach(mine, err);
+}
+
+Segment::Segment(Segment&& o) noexcept { *this = std::move(o); }
+
+Segment& Segment::operator=(Segment&& o) noexcept {
+    if (this != &o) {
+        this->~Segment();
+        fd_ = std::exchange(o.fd_, -1);
+        base_ = std::exchange(o.base_, nullptr);
+        size_ = std::exchange(o.size_, 0);
+        ring_cap_ = std::exchange(o.ring_cap_, 0);
+    }
+    return *this;
+}
+
+Segment::~Segment() {
+    if (base_) ::munmap(base_, size_);
+    if (fd_ >= 0) ::close(fd_);
+    base_ = nullptr;
+    fd_ = -1;
+}
+
+void Segment::close_fd() noexcept {
+    if (fd_ >= 0) ::close(fd_);
+    fd_ = -1;
+}
+
+RingControl* Segment::control(int ring) const noexcept {
+    return reinterpret_cast<RingControl*>(static_cast<std::byte*>(base_) + kControlOffset + ring * sizeof(RingControl));
+}
+
+std::byte* Segment::ring_data(int ring) const noexcept {
+    return static_cast<std::byte*>(base_) + kDataOffset + ring * ring_cap_;
+}
+
+RingProducer Segment::producer(int side) const noexcept { return RingProducer(control(side), ring_data(side), ring_cap_); }
+
+RingConsumer Segment::consumer(int side) const noexcept { return RingConsumer(control(1 - side), ring_data(1 - side), ring_cap_); }
+
+// --- Channel -----------------------------------------------------------------------------------
+
+Channel::Channel(Segment seg, int side, pid_t peer_pid)
+    : seg_(std::move(seg)), out_(seg_.producer(side)), in_(seg_.consumer(side)), peer_(peer_pid) {}
+
+Channel::~Channel() { out_.close(); }
+
+void Channel::post_send(std::span<const std::byte> header, std::span<const iovec> payload) {
+    if (out_.post(header, payload) != PostResult::Ok) failed_ = true;
+}
+
+void Channel::release_recv(proto::RecvId id) { in_.release(id); }
+
+void Channel::rdma_read(proto::OpId op, void* local, std::size_t len, const proto::Advert& remote, std::uint64_t offset) {
+    iovec l{local, len};
+    iovec r{reinterpret_cast<void*>(remote.vaddr + offset), len};
+    // process_vm_readv may copy less than asked only at an unmapped page: treat that as failure.
+    ssize_t n = ::process_vm_readv(peer_, &l, 1, &r, 1, 0);
+    done_.emplace_back(op, n == static_cast<ssize_t>(len));
+}
+
+void Channel::rdma_write(proto::OpId op, const void* local, std::size_t len, const proto::Advert& remote, std::uint64_t offset) {
+    iovec l{const_cast<void*>(local), len};
+    iovec r{reinterpret_cast<void*>(remote.vaddr + offset), len};
+    ssize_t n = ::process_vm_writev(peer_, &l, 1, &r, 1, 0);
+    done_.emplace_back(op, n == static_cast<ssize_t>(len));
+}
+
+// Cross-memory attach needs no registration: the key only names the advertisement.
+std::optional<std::uint32_t> Channel::expose(void*, std::size_t, bool) { return next_key_++; }
+
+void Channel::revoke(std::uint32_t) {}
+
+int Channel::drive(proto::Engine& eng, int budget) {
+    int fed = 0;
+    for (;;) {
+        while (!done_.empty()) {
+            auto [op, ok] = done_.front();
+            done_.erase(done_.begin());
+            eng.on_rdma_done(op, ok);
+            ++fed;
+        }
+        int n = in_.poll([&](std::uint64_t id, std::span<const std::byte> msg) { eng.on_message(id, msg); }, budget);
+        if (n < 0) {
+            eng.on_transport_down();
+            return -1;
+        }
+        fed += n;
+        if (failed_) {
+            eng.on_transport_down();
+            return -1;
+        }
+        if (n == 0 && done_.empty()) break;
+    }
+    if (in_.producer_gone() && !in_.pending()) eng.on_transport_down();
+    return fed;
+}
+
+bool Channel::cma_allowed(pid_t peer) noexcept {
+    char probe = 0;
+    iovec l{&probe, 1};
+    iovec r{&probe, 1};  // any mapped address of the peer would do; a zero-length read checks access
+    r.iov_len = 0;
+    l.iov_len = 0;
+    return ::process_vm_readv(peer, &l, 1, &r, 1, 0) == 0 || errno != EPERM;
+}
+
+}  // namespace sdx::shm

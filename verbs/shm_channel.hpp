@@ -1,0 +1,97 @@
+// The shared-memory transport for one connection: a memfd segment holding two rings (one per
+// direction), and cross-memory attach (process_vm_readv/writev) standing in for RDMA Read and
+// Write.  It implements the protocol engine's Port.
+//
+// The segment is anonymous (memfd): it lives exactly as long as some process maps it or holds its
+// fd, so a killed peer leaves nothing behind in /dev/shm.  The active side creates it; the passive
+// side attaches to it by opening /proc/<pid>/fd/<fd> of the creator during the handshake.
+#pragma once
+
+#include <sys/types.h>
+
+#include <cstdint>
+#include <memory>
+#include <optional>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "protocol/engine.hpp"
+#include "verbs/shm_ring.hpp"
+
+namespace sdx::shm {
+
+struct SegmentHeader;
+
+// A mapped segment.  Move-only; unmaps and closes on destruction.
+class Segment {
+public:
+    // Creates a segment whose rings each hold `ring_capacity` bytes (a power of two).
+    static std::optional<Segment> create(std::size_t ring_capacity, std::string* err);
+    // Maps the segment behind `fd` (taking ownership of it), checking its header.
+    static std::optional<Segment> attach(int fd, std::string* err);
+    // Maps the segment that process `pid` holds as its fd `fd`.
+    static std::optional<Segment> attach_pid(pid_t pid, int fd, std::string* err);
+
+    Segment(Segment&& o) noexcept;
+    Segment& operator=(Segment&& o) noexcept;
+    Segment(const Segment&) = delete;
+    Segment& operator=(const Segment&) = delete;
+    ~Segment();
+
+    int fd() const noexcept { return fd_; }
+    std::size_t ring_capacity() const noexcept { return ring_cap_; }
+    // Side 0 (the active side) produces into ring 0 and consumes ring 1; side 1 the reverse.
+    RingProducer producer(int side) const noexcept;
+    RingConsumer consumer(int side) const noexcept;
+    void close_fd() noexcept;  // keep the mapping, drop the fd (once the peer attached)
+
+private:
+    Segment() = default;
+    RingControl* control(int ring) const noexcept;
+    std::byte* ring_data(int ring) const noexcept;
+    int fd_ = -1;
+    void* base_ = nullptr;
+    std::size_t size_ = 0;
+    std::size_t ring_cap_ = 0;
+};
+
+// The engine's Port over a segment and cross-memory attach to the peer process.
+class Channel final : public proto::Port {
+public:
+    Channel(Segment seg, int side, pid_t peer_pid);
+    ~Channel() override;
+
+    // proto::Port
+    void post_send(std::span<const std::byte> header, std::span<const iovec> payload) override;
+    void release_recv(proto::RecvId id) override;
+    void rdma_read(proto::OpId op, void* local, std::size_t len, const proto::Advert& remote, std::uint64_t offset) override;
+    void rdma_write(proto::OpId op, const void* local, std::size_t len, const proto::Advert& remote, std::uint64_t offset) override;
+    std::optional<std::uint32_t> expose(void* addr, std::size_t len, bool peer_writes) override;
+    void revoke(std::uint32_t key) override;
+
+    // Feeds everything that arrived, and the completions of the copies done for it, into `eng`.
+    // Returns how many events were fed, or -1 when the ring is corrupt (the engine was told).
+    int drive(proto::Engine& eng, int budget = 64);
+    // Waits for the peer: spin, then sleep on the doorbell.  False when a signal interrupted it.
+    bool wait(long long spin_ns, long long timeout_ns) noexcept {
+        return !done_.empty() || in_.wait(spin_ns, timeout_ns);  // completions to feed: no sleep
+    }
+    bool peer_gone() const noexcept { return in_.producer_gone(); }
+    void close() noexcept { out_.close(); }  // we will send nothing more: wake the peer
+    // False when cross-memory attach is refused here (EPERM): zero copy must stay off.
+    static bool cma_allowed(pid_t peer) noexcept;
+    bool failed() const noexcept { return failed_; }
+    const Segment& segment() const noexcept { return seg_; }
+
+private:
+    Segment seg_;
+    RingProducer out_;
+    RingConsumer in_;
+    pid_t peer_;
+    std::vector<std::pair<proto::OpId, bool>> done_;  // completions of the synchronous copies
+    std::uint32_t next_key_ = 1;
+    bool failed_ = false;  // a post found no room: the engine broke its credits (never expected)
+};
+
+}  // namespace sdx::shm

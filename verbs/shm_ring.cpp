@@ -1,0 +1,153 @@
+#include "verbs/shm_ring.hpp"
+
+#include <errno.h>
+#include <linux/futex.h>
+#include <sched.h>
+#include <sys/syscall.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <cstring>
+
+namespace sdx::shm {
+
+namespace {
+
+constexpr std::uint32_t kPad = 1u << 31;  // record header flag: padding up to the end of the ring
+
+long long now_ns() noexcept {
+    timespec ts;
+    ::clock_gettime(CLOCK_MONOTONIC, &ts);
+    return static_cast<long long>(ts.tv_sec) * 1000000000LL + ts.tv_nsec;
+}
+
+inline void cpu_relax() noexcept {
+#if defined(__x86_64__) || defined(__i386__)
+    __builtin_ia32_pause();
+#elif defined(__aarch64__)
+    asm volatile("yield");
+#endif
+}
+
+}  // namespace
+
+std::size_t ring_capacity_for(std::size_t credits, std::size_t max_msg) noexcept {
+    std::size_t need = credits * RingProducer::footprint(max_msg) + RingProducer::footprint(max_msg);
+    std::size_t cap = 4096;
+    while (cap < need) cap <<= 1;
+    return cap;
+}
+
+PostResult RingProducer::post(std::span<const std::byte> header, std::span<const iovec> payload) noexcept {
+    std::size_t len = header.size();
+    for (const iovec& v : payload) len += v.iov_len;
+    std::size_t need = footprint(len);
+    if (need > cap_ / 2) return PostResult::TooLarge;
+    std::uint64_t head = ctl_->head.load(std::memory_order_relaxed);
+    std::uint64_t tail = ctl_->tail.load(std::memory_order_acquire);
+    std::size_t pos = head & (cap_ - 1);
+    std::size_t to_end = cap_ - pos;
+    std::size_t pad = to_end < need ? to_end : 0;
+    if (cap_ - (head - tail) < need + pad) return PostResult::Full;
+    if (pad) {
+        std::uint32_t h[2] = {static_cast<std::uint32_t>(pad - kRecordHeader) | kPad, 0};
+        std::memcpy(data_ + pos, h, sizeof h);
+        head += pad;
+        pos = 0;
+    }
+    std::uint32_t h[2] = {static_cast<std::uint32_t>(len), 0};
+    std::byte* p = data_ + pos;
+    std::memcpy(p, h, sizeof h);
+    p += kRecordHeader;
+    std::memcpy(p, header.data(), header.size());
+    p += header.size();
+    for (const iovec& v : payload) {
+        std::memcpy(p, v.iov_base, v.iov_len);
+        p += v.iov_len;
+    }
+    // Publish, then look whether the consumer sleeps.  Both are sequentially consistent: with the
+    // consumer's "sleeping = 1; re-check head" this is Dekker's pattern, so no wakeup is lost.
+    ctl_->head.store(head + need, std::memory_order_seq_cst);
+    if (ctl_->sleeping.load(std::memory_order_seq_cst)) ring_doorbell();
+    return PostResult::Ok;
+}
+
+void RingProducer::ring_doorbell() noexcept {
+    ctl_->doorbell.fetch_add(1, std::memory_order_seq_cst);
+    ::syscall(SYS_futex, &ctl_->doorbell, FUTEX_WAKE, INT32_MAX, nullptr, nullptr, 0);
+}
+
+void RingProducer::close() noexcept {
+    if (!ctl_) return;
+    ctl_->producer_gone.store(1, std::memory_order_seq_cst);
+    ring_doorbell();
+}
+
+int RingConsumer::poll(const Deliver& deliver, int budget) {
+    std::uint64_t head = ctl_->head.load(std::memory_order_acquire);
+    int n = 0;
+    while (read_ != head && n < budget) {
+        if (head - read_ > cap_) return -1;  // the producer claims more than the ring holds
+        std::size_t pos = read_ & (cap_ - 1);
+        std::uint32_t h[2];
+        std::memcpy(h, data_ + pos, sizeof h);
+        std::size_t len = h[0] & ~kPad;
+        std::size_t size = (h[0] & kPad) ? kRecordHeader + len : RingProducer::footprint(len);
+        if (size > cap_ - pos || size > head - read_ || (h[0] & kPad && len % 8)) return -1;
+        std::uint64_t start = read_;
+        read_ += size;
+        held_.push_back(Held{start, read_, false});
+        if (h[0] & kPad) {
+            release(start);
+            continue;
+        }
+        deliver(start, {data_ + pos + kRecordHeader, len});
+        ++n;
+    }
+    return n;
+}
+
+void RingConsumer::release(std::uint64_t id) noexcept {
+    for (Held& h : held_) {
+        if (h.start == id) {
+            h.released = true;
+            break;
+        }
+    }
+    std::uint64_t tail = 0;
+    bool moved = false;
+    while (!held_.empty() && held_.front().released) {
+        tail = held_.front().end;
+        held_.pop_front();
+        moved = true;
+    }
+    if (moved) ctl_->tail.store(tail, std::memory_order_release);
+}
+
+bool RingConsumer::wait(long long spin_ns, long long timeout_ns) noexcept {
+    if (pending() || producer_gone()) return true;
+    long long start = now_ns();
+    if (spin_ns > 0) {
+        while (now_ns() - start < spin_ns) {
+            for (int i = 0; i < 64; ++i) cpu_relax();
+            if (pending() || producer_gone()) return true;
+        }
+    }
+    std::uint32_t seq = ctl_->doorbell.load(std::memory_order_seq_cst);
+    ctl_->sleeping.fetch_add(1, std::memory_order_seq_cst);
+    bool ok = true;
+    if (!pending() && !producer_gone()) {  // after arming, look once more: the drain of the race
+        timespec ts{}, *tsp = nullptr;
+        if (timeout_ns >= 0) {
+            ts.tv_sec = timeout_ns / 1000000000LL;
+            ts.tv_nsec = timeout_ns % 1000000000LL;
+            tsp = &ts;
+        }
+        long r = ::syscall(SYS_futex, &ctl_->doorbell, FUTEX_WAIT, seq, tsp, nullptr, 0);
+        if (r < 0 && errno == EINTR) ok = false;
+    }
+    ctl_->sleeping.fetch_sub(1, std::memory_order_relaxed);
+    return ok;
+}
+
+}  // namespace sdx::shm

@@ -1,0 +1,91 @@
+// A single-producer, single-consumer ring of variable-length messages in shared memory, with a
+// futex doorbell for a consumer that went to sleep.
+//
+// Messages are packed back to back (8-byte aligned), so small messages touch little memory and
+// stay in cache; a message never wraps: the producer pads to the end of the ring instead.  The
+// consumer may release messages out of order (the protocol engine frees control messages at
+// once and keeps data until the application reads it); the ring's tail advances over the
+// released prefix.
+//
+// Both indices are free-running byte counts.  Everything the peer wrote is read once into our
+// own memory and checked before use: a broken or hostile peer can corrupt its own stream, never
+// make us read or write outside the ring.
+#pragma once
+
+#include <sys/uio.h>
+
+#include <atomic>
+#include <cstddef>
+#include <cstdint>
+#include <deque>
+#include <functional>
+#include <span>
+
+namespace sdx::shm {
+
+// The part of a ring that lives in shared memory.  Producer and consumer fields sit on separate
+// cache lines so the two sides do not bounce one line between cores.
+struct RingControl {
+    alignas(64) std::atomic<std::uint64_t> head{0};      // bytes published by the producer
+    alignas(64) std::atomic<std::uint64_t> tail{0};      // bytes released by the consumer
+    alignas(64) std::atomic<std::uint32_t> doorbell{0};  // futex word: bumped to wake the consumer
+    std::atomic<std::uint32_t> sleeping{0};              // consumer threads (about to be) asleep
+    std::atomic<std::uint32_t> producer_gone{0};         // the producer will publish nothing more
+};
+static_assert(sizeof(RingControl) == 192);
+
+inline constexpr std::size_t kRecordHeader = 8;
+
+enum class PostResult { Ok, Full, TooLarge };
+
+class RingProducer {
+public:
+    RingProducer() = default;
+    RingProducer(RingControl* ctl, std::byte* data, std::size_t capacity) : ctl_(ctl), data_(data), cap_(capacity) {}
+    // Appends one message made of `header` then the gathered `payload`.
+    PostResult post(std::span<const std::byte> header, std::span<const iovec> payload) noexcept;
+    // Bytes a message of `len` bytes occupies (without wrap padding).
+    static std::size_t footprint(std::size_t len) noexcept { return kRecordHeader + ((len + 7) & ~std::size_t{7}); }
+    std::size_t capacity() const noexcept { return cap_; }
+    void close() noexcept;  // tell the consumer nothing more will come, and wake it
+
+private:
+    void ring_doorbell() noexcept;
+    RingControl* ctl_ = nullptr;
+    std::byte* data_ = nullptr;
+    std::size_t cap_ = 0;
+};
+
+class RingConsumer {
+public:
+    using Deliver = std::function<void(std::uint64_t id, std::span<const std::byte> msg)>;
+    RingConsumer() = default;
+    RingConsumer(RingControl* ctl, const std::byte* data, std::size_t capacity) : ctl_(ctl), data_(data), cap_(capacity) {}
+
+    // Hands each newly published message to `deliver`, at most `budget` of them.  Returns how
+    // many were delivered, or -1 when the ring's contents are corrupt (the connection must abort).
+    int poll(const Deliver& deliver, int budget = 64);
+    // The message `id` (from poll) may be overwritten now.
+    void release(std::uint64_t id) noexcept;
+    bool pending() const noexcept { return ctl_->head.load(std::memory_order_acquire) != read_; }
+    bool producer_gone() const noexcept { return ctl_->producer_gone.load(std::memory_order_acquire) != 0; }
+    // Sleeps until a message is published, the producer rings or `timeout_ns` passes (< 0: no
+    // limit).  Spins first for `spin_ns`.  Returns false on a signal (EINTR), true otherwise.
+    bool wait(long long spin_ns, long long timeout_ns) noexcept;
+
+private:
+    struct Held {
+        std::uint64_t start, end;
+        bool released;
+    };
+    RingControl* ctl_ = nullptr;
+    const std::byte* data_ = nullptr;
+    std::size_t cap_ = 0;
+    std::uint64_t read_ = 0;     // next byte to look at
+    std::deque<Held> held_;      // delivered, in ring order
+};
+
+// Sizes a ring so that `credits` messages of at most `max_msg` bytes always fit, padding included.
+std::size_t ring_capacity_for(std::size_t credits, std::size_t max_msg) noexcept;
+
+}  // namespace sdx::shm
