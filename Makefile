@@ -135,6 +135,11 @@ $(B)/bench/%: bench/%.cpp
 	@mkdir -p $(@D)
 	$(CXX) -std=c++20 -O2 $(WARN) -o $@ $< -ldl
 
+# The engine over shared memory, against kernel TCP loopback.
+$(B)/bench/shm_engine: bench/shm_engine.cpp $(VERBS_LIB) $(PROTO_LIB)
+	@mkdir -p $(@D)
+	$(CXX) -std=c++20 -O2 $(WARN) -I. -D_GNU_SOURCE -o $@ $< $(VERBS_LIB) $(PROTO_LIB)
+
 $(B)/bin/%: examples/%.cpp
 	@mkdir -p $(@D)
 	$(CXX) -std=c++20 -O2 $(WARN) -pthread -o $@ $<

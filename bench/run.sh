@@ -19,6 +19,15 @@ done
 build/bench/startup "${STARTUP_RUNS:-300}" -- /bin/true -- "LD_PRELOAD=$LIB" /bin/true -- build/bin/sdx run /bin/true \
   >"$OUT/startup.json"
 
+# 3. The protocol engine over shared memory between two processes vs kernel TCP loopback, the same
+#    work side by side in each run (not yet through the shim: that is the next step).
+: >"$OUT/shm-engine-runs.jsonl"
+for i in $(seq "${SHM_RUNS:-3}"); do
+  build/bench/shm_engine stream 131072 2000000000 | sed 's/^{/{"variant":"zcopy",/' >>"$OUT/shm-engine-runs.jsonl"
+  SDX_BENCH_ZCOPY=0 build/bench/shm_engine stream 131072 2000000000 | sed 's/^{/{"variant":"bcopy",/' >>"$OUT/shm-engine-runs.jsonl"
+  build/bench/shm_engine pingpong 64 20000 | sed 's/^{/{"variant":"default",/' >>"$OUT/shm-engine-runs.jsonl"
+done
+
 /usr/bin/python3 - "$OUT" <<'PY'
 import json, statistics, sys
 out = sys.argv[1]
@@ -33,6 +42,17 @@ summary = {
     "startup_us": {"/bin/true": base, "LD_PRELOAD /bin/true": st[1]["median_us"], "sdx run -- /bin/true": st[2]["median_us"]},
     "startup_added_ms": {"preload": round((st[1]["median_us"] - base) / 1000, 3),
                          "sdx run": round((st[2]["median_us"] - base) / 1000, 3)},
+}
+eng = [json.loads(l) for l in open(f"{out}/shm-engine-runs.jsonl")]
+def emed(bench, path, variant, key):
+    v = [r[key] for r in eng if r["bench"] == bench and r["path"] == path and r["variant"] == variant]
+    return round(statistics.median(v), 3) if v else None
+summary["engine_over_shm_vs_tcp (median)"] = {
+    "stream 128K GB/s": {"tcp": emed("stream", "tcp", "zcopy", "gbyte_per_s"),
+                         "shm zcopy": emed("stream", "shm", "zcopy", "gbyte_per_s"),
+                         "shm bcopy": emed("stream", "shm", "bcopy", "gbyte_per_s")},
+    "pingpong 64B half-RTT p50 us": {"tcp": emed("pingpong", "tcp", "default", "half_rtt_p50_us"),
+                                     "shm": emed("pingpong", "shm", "default", "half_rtt_p50_us")},
 }
 json.dump(summary, open(f"{out}/summary.json", "w"), indent=2)
 print(json.dumps(summary, indent=2))
