@@ -106,9 +106,9 @@ $(B)/gen/libsdx.map: preload/libc.def Makefile
 	  for s in $$(sed -n 's/^SDX_LIBC([^,]*, *\([a-z_0-9]*\),.*/\1/p' $<) $(EXTRA_EXPORTS); do echo "    $$s;"; done; \
 	  echo '  local: *;'; echo '};'; } > $@
 
-$(LIB): $(PRELOAD_OBJ) $(CONF_LIB) $(B)/gen/libsdx.map
+$(LIB): $(PRELOAD_OBJ) $(VERBS_LIB) $(PROTO_LIB) $(CONF_LIB) $(B)/gen/libsdx.map
 	@mkdir -p $(@D)
-	$(CXX) $(CXXFLAGS) $(SHLIB_LDFLAGS) -o $@ $(PRELOAD_OBJ) $(CONF_LIB) -ldl -lpthread
+	$(CXX) $(CXXFLAGS) $(SHLIB_LDFLAGS) -o $@ $(PRELOAD_OBJ) $(VERBS_LIB) $(PROTO_LIB) $(CONF_LIB) -ldl -lpthread
 
 $(SDX): $(CLI_OBJ) $(CONF_LIB)
 	@mkdir -p $(@D)

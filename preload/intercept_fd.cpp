@@ -5,10 +5,12 @@
 #include <fcntl.h>
 #include <linux/close_range.h>
 #include <sys/ioctl.h>
+#include <sys/socket.h>
 #include <unistd.h>
 
 #include <cstdarg>
 
+#include "preload/accel.hpp"
 #include "preload/export.hpp"
 #include "preload/real.hpp"
 #include "preload/runtime.hpp"
@@ -52,11 +54,30 @@ int fcntl_common(int fd, int cmd, unsigned long arg, Call c,
     }
 }
 
+// The last fd of a socket in this process is closing: end its sdx connection (or drop this
+// process's hold on it) and its listener rendezvous, while the fd is still open.
+void last_close(int fd, Socket* s) noexcept {
+    if (s->refs.load(std::memory_order_acquire) != 1) return;  // a dup, or a call in flight, keeps it
+    int saved = errno;
+    if (accel::Conn* c = s->conn.exchange(nullptr, std::memory_order_acq_rel)) {
+        linger lg{};
+        socklen_t len = sizeof lg;
+        bool abort = real::getsockopt(fd, SOL_SOCKET, SO_LINGER, &lg, &len) == 0 && lg.l_onoff && lg.l_linger == 0;
+        accel::release(c, fd, abort);
+    }
+    if (s->listener) {
+        accel::close_listener(s->listener);
+        s->listener = nullptr;
+    }
+    errno = saved;
+}
+
 }  // namespace
 
 SDX_EXPORT int close(int fd) {
-    if (tracked(fd)) {
+    if (Socket* s = tracked(fd)) {
         count(Call::close);
+        last_close(fd, s);
         untrack(fd);
     }
     return real::close(fd);
@@ -67,8 +88,9 @@ SDX_EXPORT int close_range(unsigned int first, unsigned int last, int flags) noe
     constexpr int kKnown = CLOSE_RANGE_CLOEXEC | CLOSE_RANGE_UNSHARE;
     if ((flags & ~kKnown) == 0 && !(flags & CLOSE_RANGE_CLOEXEC) && first <= last) {
         bool any = false;
-        g_fds.for_each(first, last, [&](int fd, Socket*) {
+        g_fds.for_each(first, last, [&](int fd, Socket* s) {
             any = true;
+            last_close(fd, s);
             untrack(fd);
         });
         if (any) count(Call::close_range);
@@ -114,6 +136,13 @@ SDX_EXPORT int ioctl(int fd, unsigned long request, ...) noexcept {
     Socket* s = tracked(fd);
     if (!s) return real::ioctl(fd, request, arg);
     count(Call::ioctl);
+    if (accel::Conn* c = s->conn.load(std::memory_order_acquire); c && (request == FIONREAD || request == SIOCATMARK) && arg) {
+        int v = 0;
+        if (accel::ioctl(c, fd, request, &v)) {
+            *reinterpret_cast<int*>(arg) = v;
+            return 0;
+        }
+    }
     int r = real::ioctl(fd, request, arg);
     if (r == 0 && request == FIONBIO && arg != 0)
         s->nonblocking.store(*reinterpret_cast<const int*>(arg) != 0, std::memory_order_relaxed);

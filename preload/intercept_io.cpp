@@ -1,12 +1,15 @@
 // The data path: read/write, the send/recv family, sendfile, splice and glibc's fortified variants.
-// A socket on the kernel path costs one table lookup here; the accelerated path branches off at
-// the same place.
+// A socket on the kernel path costs one table lookup here; an accelerated one (or one waiting for
+// its peer's decision) goes to accel::, which reports `handled` false when the socket turned out
+// to stay on kernel TCP.
 #include <sys/sendfile.h>
 #include <sys/socket.h>
 #include <sys/uio.h>
+#include <errno.h>
 #include <fcntl.h>
 #include <unistd.h>
 
+#include "preload/accel.hpp"
 #include "preload/export.hpp"
 #include "preload/real.hpp"
 #include "preload/runtime.hpp"
@@ -20,96 +23,277 @@ inline void note(int fd, Call c) noexcept {
 inline void note2(int a, int b, Call c) noexcept {
     if (tracked(a) || tracked(b)) count(c);
 }
+
+inline bool maybe_accel(int fd) noexcept {
+    Socket* s = tracked(fd);
+    return s && s->conn.load(std::memory_order_relaxed);
+}
+
+// Runs the accelerated path with the socket pinned (a concurrent close cannot free it under us).
+// False: pass the call through to the kernel.
+template <typename Fn>
+bool via_accel(int fd, ssize_t* out, Fn fn) noexcept {
+    if (!maybe_accel(fd)) return false;
+    Socket* s = acquire(fd);
+    if (!s) return false;
+    bool handled = false;
+    ssize_t r = fn(s, &handled);
+    int saved = errno;
+    s->unref();
+    errno = saved;
+    if (handled) *out = r;
+    return handled;
+}
+
+ssize_t recv_iov(int fd, const iovec* iov, int cnt, int flags, bool* used) noexcept {
+    ssize_t r = 0;
+    *used = via_accel(fd, &r, [&](Socket* s, bool* h) { return accel::recv(s, fd, iov, cnt, flags, h); });
+    return r;
+}
+
+ssize_t send_iov(int fd, const iovec* iov, int cnt, int flags, bool* used) noexcept {
+    ssize_t r = 0;
+    *used = via_accel(fd, &r, [&](Socket* s, bool* h) { return accel::send(s, fd, iov, cnt, flags, h); });
+    return r;
+}
+
+// sendfile() onto an accelerated socket: read the file here, send it through sdx.
+ssize_t sendfile_accel(int out, int in, off64_t* offset, size_t n, bool* used) noexcept {
+    *used = false;
+    if (!maybe_accel(out)) return 0;
+    static thread_local char buf[128 * 1024];
+    size_t total = 0;
+    while (total < n) {
+        size_t want = std::min(n - total, sizeof buf);
+        ssize_t got = offset ? ::pread64(in, buf, want, *offset) : real::read(in, buf, want);
+        if (got <= 0) {
+            if (total == 0 && got < 0) {
+                *used = true;
+                return -1;
+            }
+            break;
+        }
+        iovec v{buf, static_cast<size_t>(got)};
+        bool u = false;
+        ssize_t sent = send_iov(out, &v, 1, 0, &u);
+        if (!u) {  // the socket settled on kernel TCP meanwhile: send what we read there
+            sent = real::send(out, buf, static_cast<size_t>(got), MSG_NOSIGNAL);
+        }
+        *used = true;
+        if (sent < 0) {
+            if (!offset) ::lseek64(in, -got, SEEK_CUR);
+            return total > 0 ? static_cast<ssize_t>(total) : -1;
+        }
+        if (offset) *offset += sent;
+        else if (sent < got) ::lseek64(in, sent - got, SEEK_CUR);
+        total += static_cast<size_t>(sent);
+        if (sent < got) break;
+    }
+    *used = true;
+    return static_cast<ssize_t>(total);
+}
+
+void no_peer_address(sockaddr* addr, socklen_t* len) noexcept {
+    (void)addr;
+    if (len) *len = 0;  // a connected stream reports no source address, as TCP does
+}
+
 }  // namespace
 
 SDX_EXPORT ssize_t read(int fd, void* buf, size_t n) {
     note(fd, Call::read);
-    return real::read(fd, buf, n);
+    iovec v{buf, n};
+    bool used;
+    ssize_t r = recv_iov(fd, &v, 1, 0, &used);
+    return used ? r : real::read(fd, buf, n);
 }
 
 SDX_EXPORT ssize_t readv(int fd, const iovec* iov, int cnt) {
     note(fd, Call::readv);
+    if (cnt >= 0 && cnt <= IOV_MAX) {
+        bool used;
+        ssize_t r = recv_iov(fd, iov, cnt, 0, &used);
+        if (used) return r;
+    }
     return real::readv(fd, iov, cnt);
 }
 
 SDX_EXPORT ssize_t recv(int fd, void* buf, size_t n, int flags) {
     note(fd, Call::recv);
-    return real::recv(fd, buf, n, flags);
+    iovec v{buf, n};
+    bool used;
+    ssize_t r = recv_iov(fd, &v, 1, flags, &used);
+    return used ? r : real::recv(fd, buf, n, flags);
 }
 
 SDX_EXPORT ssize_t recvfrom(int fd, void* buf, size_t n, int flags, sockaddr* addr, socklen_t* len) {
     note(fd, Call::recvfrom);
-    return real::recvfrom(fd, buf, n, flags, addr, len);
+    iovec v{buf, n};
+    bool used;
+    ssize_t r = recv_iov(fd, &v, 1, flags, &used);
+    if (!used) return real::recvfrom(fd, buf, n, flags, addr, len);
+    if (r >= 0) no_peer_address(addr, len);
+    return r;
 }
 
 SDX_EXPORT ssize_t recvmsg(int fd, msghdr* msg, int flags) {
     note(fd, Call::recvmsg);
+    if (msg && msg->msg_iovlen <= IOV_MAX) {
+        bool used;
+        ssize_t r = recv_iov(fd, msg->msg_iov, static_cast<int>(msg->msg_iovlen), flags, &used);
+        if (used) {
+            if (r >= 0) {
+                msg->msg_namelen = 0;
+                msg->msg_controllen = 0;
+                msg->msg_flags = 0;
+            }
+            return r;
+        }
+    }
     return real::recvmsg(fd, msg, flags);
 }
 
 SDX_EXPORT int recvmmsg(int fd, mmsghdr* vec, unsigned int n, int flags, timespec* timeout) {
     note(fd, Call::recvmmsg);
-    return real::recvmmsg(fd, vec, n, flags, timeout);
+    if (!maybe_accel(fd) || !vec) return real::recvmmsg(fd, vec, n, flags, timeout);
+    // A stream has no datagrams: fill messages one by one; after the first, do not wait.
+    unsigned int done = 0;
+    for (; done < n; ++done) {
+        int f = done == 0 ? (flags & ~MSG_WAITFORONE) : (flags | MSG_DONTWAIT);
+        if ((flags & MSG_WAITFORONE) && done > 0) f |= MSG_DONTWAIT;
+        ssize_t r = recvmsg(fd, &vec[done].msg_hdr, f & ~MSG_WAITFORONE);
+        if (r < 0) {
+            if (done == 0) return -1;
+            break;
+        }
+        vec[done].msg_len = static_cast<unsigned int>(r);
+        if (r == 0) {
+            ++done;
+            break;
+        }
+    }
+    return static_cast<int>(done);
 }
 
 SDX_EXPORT ssize_t write(int fd, const void* buf, size_t n) {
     note(fd, Call::write);
-    return real::write(fd, buf, n);
+    iovec v{const_cast<void*>(buf), n};
+    bool used;
+    ssize_t r = send_iov(fd, &v, 1, 0, &used);
+    return used ? r : real::write(fd, buf, n);
 }
 
 SDX_EXPORT ssize_t writev(int fd, const iovec* iov, int cnt) {
     note(fd, Call::writev);
+    if (cnt >= 0 && cnt <= IOV_MAX) {
+        bool used;
+        ssize_t r = send_iov(fd, iov, cnt, 0, &used);
+        if (used) return r;
+    }
     return real::writev(fd, iov, cnt);
 }
 
 SDX_EXPORT ssize_t send(int fd, const void* buf, size_t n, int flags) {
     note(fd, Call::send);
-    return real::send(fd, buf, n, flags);
+    iovec v{const_cast<void*>(buf), n};
+    bool used;
+    ssize_t r = send_iov(fd, &v, 1, flags, &used);
+    return used ? r : real::send(fd, buf, n, flags);
 }
 
 SDX_EXPORT ssize_t sendto(int fd, const void* buf, size_t n, int flags, const sockaddr* addr, socklen_t len) {
     note(fd, Call::sendto);
-    return real::sendto(fd, buf, n, flags, addr, len);
+    iovec v{const_cast<void*>(buf), n};
+    bool used;
+    ssize_t r = send_iov(fd, &v, 1, flags, &used);
+    return used ? r : real::sendto(fd, buf, n, flags, addr, len);
 }
 
 SDX_EXPORT ssize_t sendmsg(int fd, const msghdr* msg, int flags) {
     note(fd, Call::sendmsg);
+    if (msg && msg->msg_iovlen <= IOV_MAX) {
+        bool used;
+        ssize_t r = send_iov(fd, msg->msg_iov, static_cast<int>(msg->msg_iovlen), flags, &used);
+        if (used) return r;
+    }
     return real::sendmsg(fd, msg, flags);
 }
 
 SDX_EXPORT int sendmmsg(int fd, mmsghdr* vec, unsigned int n, int flags) {
     note(fd, Call::sendmmsg);
-    return real::sendmmsg(fd, vec, n, flags);
+    if (!maybe_accel(fd) || !vec) return real::sendmmsg(fd, vec, n, flags);
+    unsigned int done = 0;
+    for (; done < n; ++done) {
+        ssize_t r = sendmsg(fd, &vec[done].msg_hdr, flags);
+        if (r < 0) {
+            if (done == 0) return -1;
+            break;
+        }
+        vec[done].msg_len = static_cast<unsigned int>(r);
+    }
+    return static_cast<int>(done);
 }
 
 SDX_EXPORT ssize_t sendfile(int out, int in, off_t* offset, size_t n) noexcept {
     note2(out, in, Call::sendfile);
-    return real::sendfile(out, in, offset, n);
+    bool used = false;
+    off64_t off = offset ? *offset : 0;
+    ssize_t r = sendfile_accel(out, in, offset ? &off : nullptr, n, &used);
+    if (!used) return real::sendfile(out, in, offset, n);
+    if (offset) *offset = static_cast<off_t>(off);
+    return r;
 }
 
 SDX_EXPORT ssize_t sendfile64(int out, int in, off64_t* offset, size_t n) noexcept {
     note2(out, in, Call::sendfile64);
-    return real::sendfile64(out, in, offset, n);
+    bool used = false;
+    ssize_t r = sendfile_accel(out, in, offset, n, &used);
+    return used ? r : real::sendfile64(out, in, offset, n);
 }
 
 SDX_EXPORT ssize_t splice(int in, loff_t* off_in, int out, loff_t* off_out, size_t n, unsigned int flags) {
     note2(in, out, Call::splice);
+    if (maybe_accel(in) || maybe_accel(out)) {
+        errno = EINVAL;  // not yet on accelerated sockets (kernel TCP would take it)
+        return -1;
+    }
     return real::splice(in, off_in, out, off_out, n, flags);
 }
 
-// _FORTIFY_SOURCE builds call these instead of read/recv/recvfrom; the real ones check the buffer
-// size and abort on overflow exactly as without sdx.
+// _FORTIFY_SOURCE builds call these instead of read/recv/recvfrom.  A size larger than the buffer
+// goes to the real function, which aborts before reading, exactly as without sdx.
 SDX_EXPORT ssize_t __read_chk(int fd, void* buf, size_t n, size_t buflen) {
     note(fd, Call::__read_chk);
+    if (n <= buflen) {
+        iovec v{buf, n};
+        bool used;
+        ssize_t r = recv_iov(fd, &v, 1, 0, &used);
+        if (used) return r;
+    }
     return real::__read_chk(fd, buf, n, buflen);
 }
 
 SDX_EXPORT ssize_t __recv_chk(int fd, void* buf, size_t n, size_t buflen, int flags) {
     note(fd, Call::__recv_chk);
+    if (n <= buflen) {
+        iovec v{buf, n};
+        bool used;
+        ssize_t r = recv_iov(fd, &v, 1, flags, &used);
+        if (used) return r;
+    }
     return real::__recv_chk(fd, buf, n, buflen, flags);
 }
 
 SDX_EXPORT ssize_t __recvfrom_chk(int fd, void* buf, size_t n, size_t buflen, int flags, sockaddr* addr, socklen_t* len) {
     note(fd, Call::__recvfrom_chk);
+    if (n <= buflen) {
+        iovec v{buf, n};
+        bool used;
+        ssize_t r = recv_iov(fd, &v, 1, flags, &used);
+        if (used) {
+            if (r >= 0) no_peer_address(addr, len);
+            return r;
+        }
+    }
     return real::__recvfrom_chk(fd, buf, n, buflen, flags, addr, len);
 }

@@ -3,8 +3,11 @@
 #include <unistd.h>
 #include <alloca.h>
 
+#include <algorithm>
 #include <cstdarg>
+#include <vector>
 
+#include "preload/accel.hpp"
 #include "preload/exec_env.hpp"
 #include "preload/export.hpp"
 #include "preload/real.hpp"
@@ -23,6 +26,18 @@ using namespace sdx;
 
 SDX_EXPORT pid_t fork() noexcept {
     count(Call::fork);
+    // The child inherits every accelerated connection: each now has one more holder, so that only
+    // the last close (in whichever process) ends it.
+    try {
+        std::vector<accel::Conn*> conns;
+        g_fds.for_each(0, ~0u >> 1, [&](int, Socket* s) {
+            if (accel::Conn* c = s->conn.load(std::memory_order_acquire)) conns.push_back(c);
+        });
+        std::sort(conns.begin(), conns.end());
+        conns.erase(std::unique(conns.begin(), conns.end()), conns.end());  // dup()ed fds share one
+        for (accel::Conn* c : conns) accel::add_holder(c);
+    } catch (...) {
+    }
     pid_t pid = real::fork();
     if (pid == 0) after_fork_child();
     return pid;

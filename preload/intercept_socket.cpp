@@ -2,9 +2,12 @@
 // which sockets are TCP streams, their role and what the rules decide for them.  Switching a socket
 // to an sdx transport hooks in exactly here (after connect()/accept() succeed), keeping the fd.
 #include <netinet/in.h>
+#include <netinet/tcp.h>
 #include <sys/socket.h>
+#include <errno.h>
 #include <fcntl.h>
 
+#include "preload/accel.hpp"
 #include "preload/export.hpp"
 #include "preload/real.hpp"
 #include "preload/runtime.hpp"
@@ -20,11 +23,22 @@ bool is_tcp_stream(int domain, int type, int protocol) {
 
 void on_accepted(int listen_fd, int fd, int flags) noexcept {
     if (fd < 0) return;
-    if (Socket* l = tracked(listen_fd)) {
-        track_new(fd, l->domain, SocketRole::Accepted, (flags & SOCK_NONBLOCK) != 0,
-                  l->decision.load(std::memory_order_relaxed));
-    } else {
+    Socket* l = tracked(listen_fd);
+    if (!l) {
         untrack(fd);  // clear a stale entry for a number the kernel reused
+        return;
+    }
+    track_new(fd, l->domain, SocketRole::Accepted, (flags & SOCK_NONBLOCK) != 0, l->decision.load(std::memory_order_relaxed));
+    // Its peer may be an sdx process that announced itself to this listener before its SYN.
+    if (l->listener) {
+        int saved = errno;
+        sockaddr_storage peer{};
+        socklen_t len = sizeof peer;
+        Socket* s = tracked(fd);
+        if (s && real::getpeername(fd, reinterpret_cast<sockaddr*>(&peer), &len) == 0)
+            if (accel::Conn* c = accel::accept_from(l->listener, fd, reinterpret_cast<sockaddr*>(&peer), len))
+                s->conn.store(c, std::memory_order_release);
+        errno = saved;
     }
 }
 
@@ -68,6 +82,8 @@ SDX_EXPORT int listen(int fd, int backlog) noexcept {
                 s->decision.store(decide(conf::Role::Server, reinterpret_cast<sockaddr*>(&ss), len), std::memory_order_relaxed);
             errno = saved;
             s->role.store(SocketRole::Listener, std::memory_order_relaxed);
+            if (!s->listener && s->decision.load(std::memory_order_relaxed) != conf::Use::Tcp) s->listener = accel::open_listener(fd);
+            errno = saved;
         }
     }
     return r;
@@ -88,27 +104,80 @@ SDX_EXPORT int accept4(int fd, sockaddr* addr, socklen_t* len, int flags) {
 }
 
 SDX_EXPORT int connect(int fd, const sockaddr* addr, socklen_t len) {
-    if (Socket* s = tracked(fd)) {
-        count(Call::connect);
-        s->role.store(SocketRole::Client, std::memory_order_relaxed);
-        s->decision.store(decide(conf::Role::Client, addr, len), std::memory_order_relaxed);
+    Socket* s = tracked(fd);
+    if (!s) return real::connect(fd, addr, len);
+    count(Call::connect);
+    // A second connect() (to learn how a nonblocking one ended) must not announce again.
+    if (s->role.load(std::memory_order_relaxed) == SocketRole::Client || s->conn.load(std::memory_order_relaxed) || !addr)
+        return real::connect(fd, addr, len);
+    s->role.store(SocketRole::Client, std::memory_order_relaxed);
+    conf::Use use = decide(conf::Role::Client, addr, len);
+    s->decision.store(use, std::memory_order_relaxed);
+    accel::Conn* c = use == conf::Use::Tcp ? nullptr : accel::announce(addr, len);
+    int r = real::connect(fd, addr, len);
+    if (c) {
+        int saved = errno;
+        accel::connect_done(c, fd, r == 0 || errno == EINPROGRESS);
+        s->conn.store(c, std::memory_order_release);
+        errno = saved;
     }
-    return real::connect(fd, addr, len);
+    return r;
 }
 
 SDX_EXPORT int shutdown(int fd, int how) noexcept {
-    if (tracked(fd)) count(Call::shutdown);
+    Socket* s = tracked(fd);
+    if (!s) return real::shutdown(fd, how);
+    count(Call::shutdown);
+    accel::Conn* c = s->conn.load(std::memory_order_acquire);
+    if (c && how >= SHUT_RD && how <= SHUT_RDWR && accel::settle(c, fd, true)) {
+        // The engine carries the half-close (DisConn).  The kernel connection stays whole: its
+        // FIN means "the peer closed", the liveness signal.
+        accel::shutdown(c, fd, how);
+        return 0;
+    }
     return real::shutdown(fd, how);
 }
 
 SDX_EXPORT int getsockopt(int fd, int level, int name, void* value, socklen_t* len) noexcept {
-    if (tracked(fd)) count(Call::getsockopt);
+    Socket* s = tracked(fd);
+    if (!s) return real::getsockopt(fd, level, name, value, len);
+    count(Call::getsockopt);
+    accel::Conn* c = s->conn.load(std::memory_order_acquire);
+    if (c && level == IPPROTO_TCP && name == TCP_NODELAY && value && len && *len >= sizeof(int)) {
+        int r = real::getsockopt(fd, level, name, value, len);
+        if (r == 0) *static_cast<int*>(value) = s->app_nodelay.load(std::memory_order_relaxed) ? 1 : 0;
+        return r;
+    }
+    if (c && level == SOL_SOCKET && name == SO_ERROR && value && len && *len >= sizeof(int)) {
+        int err = 0;
+        if (accel::take_error(c, fd, &err)) {
+            *static_cast<int*>(value) = err;
+            *len = sizeof(int);
+            return 0;
+        }
+    }
     return real::getsockopt(fd, level, name, value, len);
 }
 
 SDX_EXPORT int setsockopt(int fd, int level, int name, const void* value, socklen_t len) noexcept {
-    if (tracked(fd)) count(Call::setsockopt);
-    return real::setsockopt(fd, level, name, value, len);
+    Socket* s = tracked(fd);
+    if (!s) return real::setsockopt(fd, level, name, value, len);
+    count(Call::setsockopt);
+    bool nodelay = level == IPPROTO_TCP && name == TCP_NODELAY && value && len >= static_cast<socklen_t>(sizeof(int));
+    if (nodelay && s->conn.load(std::memory_order_acquire)) {
+        // An sdx connection keeps Nagle off underneath (its doorbells must not wait); the
+        // application's choice is remembered and reported back.
+        int r = real::setsockopt(fd, level, name, value, len);
+        if (r == 0) {
+            s->app_nodelay.store(*static_cast<const int*>(value) != 0, std::memory_order_relaxed);
+            int one = 1;
+            real::setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+        }
+        return r;
+    }
+    int r = real::setsockopt(fd, level, name, value, len);
+    if (r == 0 && nodelay) s->app_nodelay.store(*static_cast<const int*>(value) != 0, std::memory_order_relaxed);
+    return r;
 }
 
 SDX_EXPORT int getsockname(int fd, sockaddr* addr, socklen_t* len) noexcept {

@@ -55,8 +55,10 @@ void write_stats() noexcept {
     if (!g_rt.stats_enabled.load() || g_rt.stats.sockets_tracked.load() == 0 || !g_rt.config) return;
     try {
         const Stats& st = g_rt.stats;
-        std::string json = fmt::format(R"({{"pid":{},"program":"{}","sockets":{{"tracked":{},"accelerated":{}}},"calls":{{)",
-                                       ::getpid(), g_rt.program, st.sockets_tracked.load(), st.sockets_accelerated.load());
+        std::string json = fmt::format(
+            R"({{"pid":{},"program":"{}","sockets":{{"tracked":{},"accelerated":{}}},"bytes":{{"sdx_tx":{},"sdx_rx":{}}},"calls":{{)",
+            ::getpid(), g_rt.program, st.sockets_tracked.load(), st.sockets_accelerated.load(), st.bytes_accelerated_tx.load(),
+            st.bytes_accelerated_rx.load());
         bool first = true;
         for (int i = 0; i < static_cast<int>(Call::count_); ++i) {
             auto n = st.calls[i].load();
@@ -119,6 +121,8 @@ void Stats::reset() noexcept {
     for (auto& c : calls) c.store(0, std::memory_order_relaxed);
     sockets_tracked.store(0, std::memory_order_relaxed);
     sockets_accelerated.store(0, std::memory_order_relaxed);
+    bytes_accelerated_tx.store(0, std::memory_order_relaxed);
+    bytes_accelerated_rx.store(0, std::memory_order_relaxed);
     for (auto& d : decisions) d.store(0, std::memory_order_relaxed);
 }
 

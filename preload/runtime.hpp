@@ -27,6 +27,8 @@ struct Stats {
     std::atomic<std::uint64_t> calls[static_cast<int>(Call::count_)]{};
     std::atomic<std::uint64_t> sockets_tracked{0};
     std::atomic<std::uint64_t> sockets_accelerated{0};
+    std::atomic<std::uint64_t> bytes_accelerated_tx{0};  // payload bytes the application sent over sdx
+    std::atomic<std::uint64_t> bytes_accelerated_rx{0};
     std::atomic<std::uint64_t> decisions[3]{};  // indexed by conf::Use
     void reset() noexcept;
 };

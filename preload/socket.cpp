@@ -51,6 +51,9 @@ void reset(Socket* s) noexcept {
     s->nonblocking.store(false, std::memory_order_relaxed);
     s->decision.store(conf::Use::Both, std::memory_order_relaxed);
     s->domain = 0;
+    s->conn.store(nullptr, std::memory_order_relaxed);
+    s->listener = nullptr;
+    s->app_nodelay.store(false, std::memory_order_relaxed);
     s->refs.store(1, std::memory_order_release);
 }
 

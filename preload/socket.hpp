@@ -16,6 +16,9 @@
 #include "conf/rules.hpp"
 
 namespace sdx {
+namespace accel {
+struct Conn;
+}
 
 enum class Path : std::uint8_t {
     Kernel,       // every call goes to the kernel socket
@@ -32,6 +35,9 @@ struct Socket {
     std::atomic<bool> nonblocking{false};       // O_NONBLOCK as last set through this process
     std::atomic<conf::Use> decision{conf::Use::Both};
     int domain = 0;
+    std::atomic<accel::Conn*> conn{nullptr};  // set when the stream may move to sdx (pending or moved)
+    void* listener = nullptr;                 // a listener's rendezvous (rdv::Listener)
+    std::atomic<bool> app_nodelay{false};     // TCP_NODELAY as the application set it
 
     void ref() noexcept { refs.fetch_add(1, std::memory_order_relaxed); }
     // Takes a reference unless the socket is already being freed.

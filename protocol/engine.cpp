@@ -166,7 +166,9 @@ bool Engine::flush_ctrl() {
 }
 
 void Engine::maybe_credit_update() {
-    if (!established_ || aborted() || !ctrl_.empty() || tx_credits_ < kUpdateCredits) return;
+    // Not held back by queued control messages: they may be waiting for credits that the peer can
+    // only grant once it hears of ours (an update needs just the one credit kept for it).
+    if (!established_ || aborted() || tx_credits_ < kUpdateCredits) return;
     // What the peer believes it may still send us: our last grant, less what it sent since.
     std::uint32_t since = rx_mseq_ - adv_ack_;
     std::uint32_t peer_view = adv_bufs_ > since ? adv_bufs_ - since : 0;
@@ -761,6 +763,12 @@ void Engine::pump_recv() {
         if (op.reading) return;
         if (op.sink) {
             if (op.sink_cancelling) return;
+            if (rx_eof_ && rxq_.empty()) {
+                // DisConn: the source will never write into it (a write would have come first).
+                port_.revoke(op.sink_key);
+                op.sink = false;
+                continue;
+            }
             if (!rxq_.empty() || aborted()) {
                 // Data reached us the other way (sent before the source saw our SinkAvail): the
                 // buffer must be taken back before this call may return.

@@ -28,6 +28,9 @@ constexpr std::uint32_t kSegVersion = 1;
 constexpr std::size_t kPage = 4096;
 constexpr std::size_t kControlOffset = kPage;         // two RingControl blocks
 constexpr std::size_t kDataOffset = 2 * kPage;        // ring 0 data, then ring 1 data
+constexpr std::size_t kRendezvousOffset = 256;        // in the header page
+static_assert(sizeof(SegmentHeader) <= kRendezvousOffset);
+static_assert(kRendezvousOffset + sizeof(Rendezvous) <= kPage);
 
 std::string errno_text(const char* what) { return std::string(what) + ": " + std::strerror(errno); }
 
@@ -63,6 +66,7 @@ std::optional<Segment> Segment::create(std::size_t ring_capacity, std::string* e
     h->header_bytes = kDataOffset;
     h->ring_capacity = ring_capacity;
     h->total_bytes = total;
+    new (static_cast<std::byte*>(base) + kRendezvousOffset) Rendezvous{};
     new (static_cast<std::byte*>(base) + kControlOffset) RingControl{};
     new (static_cast<std::byte*>(base) + kControlOffset + sizeof(RingControl)) RingControl{};
     Segment s;
@@ -150,6 +154,10 @@ void Segment::close_fd() noexcept {
     fd_ = -1;
 }
 
+Rendezvous* Segment::rendezvous() const noexcept {
+    return reinterpret_cast<Rendezvous*>(static_cast<std::byte*>(base_) + kRendezvousOffset);
+}
+
 RingControl* Segment::control(int ring) const noexcept {
     return reinterpret_cast<RingControl*>(static_cast<std::byte*>(base_) + kControlOffset + ring * sizeof(RingControl));
 }
@@ -167,10 +175,16 @@ RingConsumer Segment::consumer(int side) const noexcept { return RingConsumer(co
 Channel::Channel(Segment seg, int side, pid_t peer_pid)
     : seg_(std::move(seg)), out_(seg_.producer(side)), in_(seg_.consumer(side)), peer_(peer_pid) {}
 
-Channel::~Channel() { out_.close(); }
+Channel::~Channel() {
+    if (!detached_) out_.close();
+}
 
 void Channel::post_send(std::span<const std::byte> header, std::span<const iovec> payload) {
-    if (out_.post(header, payload) != PostResult::Ok) failed_ = true;
+    if (out_.post(header, payload) != PostResult::Ok) {
+        failed_ = true;
+        return;
+    }
+    if (ring_socket_ && out_.take_tcp_arm()) ring_socket_(socket_fd_);
 }
 
 void Channel::release_recv(proto::RecvId id) { in_.release(id); }

@@ -23,6 +23,21 @@ namespace sdx::shm {
 
 struct SegmentHeader;
 
+// Where the two ends of a connection agree on it, in the segment's first page.  The active side
+// fills it in and announces; the passive side accepts or declines.  `state` is also a futex word.
+struct Rendezvous {
+    enum : std::uint32_t { Empty = 0, Announced = 1, Accepted = 2, Withdrawn = 3, Declined = 4 };
+    std::atomic<std::uint32_t> state{Empty};
+    std::atomic<std::uint32_t> addr_ready{0};  // futex word: the active side's address is filled in
+    std::int32_t active_pid = 0;
+    std::int32_t passive_pid = 0;
+    std::uint32_t addr_len = 0;
+    std::uint8_t addr[28] = {};                // the active side's local address (sockaddr_in/in6)
+    std::uint8_t hello[24] = {};               // the active side's Hello
+    std::uint8_t hello_ack[24] = {};           // the passive side's HelloAck
+    std::atomic<std::int32_t> holders[2] = {};  // processes holding each side (fork adds one)
+};
+
 // A mapped segment.  Move-only; unmaps and closes on destruction.
 class Segment {
 public:
@@ -45,6 +60,7 @@ public:
     RingProducer producer(int side) const noexcept;
     RingConsumer consumer(int side) const noexcept;
     void close_fd() noexcept;  // keep the mapping, drop the fd (once the peer attached)
+    Rendezvous* rendezvous() const noexcept;
 
 private:
     Segment() = default;
@@ -79,6 +95,16 @@ public:
     }
     bool peer_gone() const noexcept { return in_.producer_gone(); }
     void close() noexcept { out_.close(); }  // we will send nothing more: wake the peer
+    void detach() noexcept { detached_ = true; }  // another process goes on with it: leave it open
+    // How to ring the peer's kernel socket when it waits in poll/epoll (the shim passes a function
+    // that writes one byte with the real send(), never the interposed one).
+    void set_socket_doorbell(void (*ring)(int fd), int fd) noexcept {
+        ring_socket_ = ring;
+        socket_fd_ = fd;
+    }
+    void arm_socket_doorbell() noexcept { in_.arm_tcp(); }
+    void disarm_socket_doorbell() noexcept { in_.disarm_tcp(); }
+    bool incoming() const noexcept { return in_.pending() || !done_.empty(); }
     // False when cross-memory attach is refused here (EPERM): zero copy must stay off.
     static bool cma_allowed(pid_t peer) noexcept;
     bool failed() const noexcept { return failed_; }
@@ -92,6 +118,9 @@ private:
     std::vector<std::pair<proto::OpId, bool>> done_;  // completions of the synchronous copies
     std::uint32_t next_key_ = 1;
     bool failed_ = false;  // a post found no room: the engine broke its credits (never expected)
+    bool detached_ = false;
+    void (*ring_socket_)(int) = nullptr;
+    int socket_fd_ = -1;
 };
 
 }  // namespace sdx::shm

@@ -80,6 +80,7 @@ void RingProducer::ring_doorbell() noexcept {
 void RingProducer::close() noexcept {
     if (!ctl_) return;
     ctl_->producer_gone.store(1, std::memory_order_seq_cst);
+    ctl_->tcp_armed.store(0, std::memory_order_relaxed);
     ring_doorbell();
 }
 

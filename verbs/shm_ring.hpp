@@ -31,6 +31,7 @@ struct RingControl {
     alignas(64) std::atomic<std::uint32_t> doorbell{0};  // futex word: bumped to wake the consumer
     std::atomic<std::uint32_t> sleeping{0};              // consumer threads (about to be) asleep
     std::atomic<std::uint32_t> producer_gone{0};         // the producer will publish nothing more
+    std::atomic<std::uint32_t> tcp_armed{0};             // the consumer waits in poll/epoll: ring its socket
 };
 static_assert(sizeof(RingControl) == 192);
 
@@ -48,6 +49,9 @@ public:
     static std::size_t footprint(std::size_t len) noexcept { return kRecordHeader + ((len + 7) & ~std::size_t{7}); }
     std::size_t capacity() const noexcept { return cap_; }
     void close() noexcept;  // tell the consumer nothing more will come, and wake it
+    // After a post: true once when the consumer armed its socket doorbell (it waits in poll or
+    // epoll on the kernel socket, so a byte must go there to wake it).
+    bool take_tcp_arm() noexcept { return ctl_->tcp_armed.load(std::memory_order_seq_cst) && ctl_->tcp_armed.exchange(0) != 0; }
 
 private:
     void ring_doorbell() noexcept;
@@ -69,6 +73,10 @@ public:
     void release(std::uint64_t id) noexcept;
     bool pending() const noexcept { return ctl_->head.load(std::memory_order_acquire) != read_; }
     bool producer_gone() const noexcept { return ctl_->producer_gone.load(std::memory_order_acquire) != 0; }
+    // Asks the producer for a byte on the kernel socket at its next post.  Check pending() after
+    // arming: what was published just before is not announced.
+    void arm_tcp() noexcept { ctl_->tcp_armed.store(1, std::memory_order_seq_cst); }
+    void disarm_tcp() noexcept { ctl_->tcp_armed.store(0, std::memory_order_relaxed); }
     // Sleeps until a message is published, the producer rings or `timeout_ns` passes (< 0: no
     // limit).  Spins first for `spin_ns`.  Returns false on a signal (EINTR), true otherwise.
     bool wait(long long spin_ns, long long timeout_ns) noexcept;

@@ -675,3 +675,17 @@ TEST(Engine, PeekDoesNotConsumeAndWaitallFills) {
     EXPECT_EQ(recv.r.result, 5000);
     EXPECT_EQ(data, out);
 }
+
+TEST(Engine, EofEndsARecvWaitingOnItsSinkAvail) {
+    Pair p(small_bufs());
+    std::vector<std::byte> out(30000);
+    iovec r = iov_of(out);
+    Op recv{p.b.eng.get(), false, p.b.eng->start_recv({&r, 1}, 0, false)};
+    p.settle([&] { recv.step(); });
+    ASSERT_EQ(p.b.eng->counters().sink_avails, 1u);
+    p.a.eng->shutdown_send();
+    p.settle([&] { recv.step(); });
+    ASSERT_TRUE(recv.done()) << "DisConn must end a receive whose SinkAvail is outstanding";
+    EXPECT_EQ(recv.r.result, 0);
+    EXPECT_TRUE(p.b.exposed.empty());
+}

@@ -1,0 +1,87 @@
+// An accelerated connection in the shim: the protocol engine, the shared-memory channel, a lock,
+// and the blocking waits and signals around them.  The application's fd stays the kernel socket:
+// it carries the connection's addresses and options, doorbell bytes for poll/epoll, and the
+// liveness signal (a dead peer's kernel closes it).
+#pragma once
+
+#include <poll.h>
+#include <sys/socket.h>
+#include <sys/uio.h>
+
+#include <atomic>
+#include <cstdint>
+#include <memory>
+#include <mutex>
+#include <optional>
+
+#include "protocol/engine.hpp"
+#include "verbs/shm_channel.hpp"
+
+namespace sdx {
+struct Socket;
+}
+
+namespace sdx::accel {
+
+enum class State : std::uint8_t {
+    Pending,      // announced to an sdx listener, waiting for its decision
+    Accelerated,  // the byte stream runs over shared memory
+    Kernel,       // decided: kernel TCP (declined, withdrawn or failed)
+};
+
+struct Conn {
+    Conn() noexcept;
+    ~Conn();
+    Conn(const Conn&) = delete;
+    Conn& operator=(const Conn&) = delete;
+    std::mutex send_mu;                       // one sender at a time (held for a whole send)
+    std::mutex recv_mu;                       // one receiver at a time
+    std::mutex mu;                            // the engine and the channel
+    std::atomic<State> state{State::Pending};
+    bool active_side = true;
+    long long decide_by_ns = 0;               // Pending: withdraw after this
+    std::optional<shm::Segment> seg;          // Pending: the announced segment
+    std::unique_ptr<shm::Channel> ch;
+    std::unique_ptr<proto::Engine> eng;
+    std::atomic<bool> closed{false};
+};
+
+// Whether sockets may be accelerated in this process (option `accelerate`).
+bool enabled() noexcept;
+// Whether this process holds any sdx connection at all (readiness calls skip their scan if not).
+bool any_live() noexcept;
+
+// connect(): announce before the SYN.  Returns a pending connection, or nullptr (stay on TCP).
+Conn* announce(const sockaddr* dst, socklen_t len) noexcept;
+// After the real connect() returned 0 or EINPROGRESS; `ok` false when it failed (withdraw).
+void connect_done(Conn* c, int fd, bool ok) noexcept;
+// accept(): the connection is accelerated when its peer announced itself to this listener.
+Conn* accept_from(void* listener, int fd, const sockaddr* peer, socklen_t len) noexcept;
+void* open_listener(int fd) noexcept;  // after listen(): the rendezvous, or nullptr
+void close_listener(void* l) noexcept;
+
+// Settles a pending connection (waits when `may_wait`).  True when it is accelerated.
+bool settle(Conn* c, int fd, bool may_wait) noexcept;
+
+// The data path.  `handled` false: the socket is (now) on kernel TCP, the caller passes through.
+ssize_t send(Socket* s, int fd, const iovec* iov, int cnt, int flags, bool* handled) noexcept;
+ssize_t recv(Socket* s, int fd, const iovec* iov, int cnt, int flags, bool* handled) noexcept;
+// shutdown(): the engine's half; the kernel socket is shut down too by the caller.
+void shutdown(Conn* c, int fd, int how) noexcept;
+// The last close of the socket: DisConn or AbortConn, then the channel goes.
+void release(Conn* c, int fd, bool linger_zero) noexcept;
+// FIONREAD, SIOCATMARK.
+bool ioctl(Conn* c, int fd, unsigned long request, int* value) noexcept;
+// SO_ERROR.
+bool take_error(Conn* c, int fd, int* err) noexcept;
+// fork(): the connection now has one more holder (the child); only the last close ends it.
+void add_holder(Conn* c) noexcept;
+
+// Readiness.  `poll_events` computes the POLL* bits of an accelerated socket from the engine
+// (after taking in what arrived); `arm` asks the peer to ring the kernel socket at its next
+// message and reports whether something arrived meanwhile (then do not sleep).
+short poll_events(Conn* c, int fd, short want) noexcept;
+bool arm(Conn* c, int fd) noexcept;
+void drain_doorbells(int fd) noexcept;
+
+}  // namespace sdx::accel
