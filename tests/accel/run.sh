@@ -48,7 +48,19 @@ print("accelerated=%d sdx_tx=%d" % (acc, tx))
 EOF
 }
 
-port() { echo $((30000 + RANDOM % 20000)); }
+# A free port below the ephemeral range (no client socket can be bound to it), not used before here.
+port() {
+  local p i
+  for ((i = 0; i < 200; i++)); do
+    p=$((20000 + RANDOM % 12000))
+    grep -qx "$p" "$tmp/ports" 2>/dev/null && continue
+    [[ -z $(ss -HtanO "( sport = :$p or dport = :$p )" 2>/dev/null) ]] || continue
+    echo "$p" >>"$tmp/ports"
+    echo "$p"
+    return 0
+  done
+  echo 0
+}
 
 wait_listen() {
   local p=$1 i
@@ -65,7 +77,7 @@ perf_case() {
   local d=$tmp/$name p; p=$(port)
   sdxrun "$d/srv" "$PERF" -s -1 -p "$p" >"$d.srv" 2>&1 &
   local srv=$!
-  wait_listen "$p" || { fail "$name" "server did not listen"; return; }
+  wait_listen "$p" || { fail "$name" "server did not listen: $(tail -3 "$d.srv")"; return; }
   if ! sdxrun "$d/cli" "$PERF" -c 127.0.0.1 -p "$p" --verify --json "$@" >"$d.cli" 2>&1; then
     fail "$name" "client failed: $(tail -3 "$d.cli")"
     kill "$srv" 2>/dev/null
