@@ -51,20 +51,6 @@ std::size_t ring_capacity() noexcept {
 // A doorbell on the peer's kernel socket: one byte through the real send(), never the shim's.
 void ring_socket(int fd) { char b = 0; real::send(fd, &b, 1, MSG_DONTWAIT | MSG_NOSIGNAL); }
 
-// The Hello of an engine with our parameters (the engine itself comes when the peer is known).
-std::vector<std::byte> our_hello() {
-    struct NullPort final : proto::Port {
-        void post_send(std::span<const std::byte>, std::span<const iovec>) override {}
-        void release_recv(proto::RecvId) override {}
-        void rdma_read(proto::OpId, void*, std::size_t, const proto::Advert&, std::uint64_t) override {}
-        void rdma_write(proto::OpId, const void*, std::size_t, const proto::Advert&, std::uint64_t) override {}
-        std::optional<std::uint32_t> expose(void*, std::size_t, bool) override { return std::nullopt; }
-        void revoke(std::uint32_t) override {}
-    } port;
-    proto::Engine e(params(), port);
-    return e.hello();
-}
-
 void futex_wait(std::atomic<std::uint32_t>* w, std::uint32_t val, long long ns) noexcept {
     timespec ts{static_cast<time_t>(ns / 1000000000LL), static_cast<long>(ns % 1000000000LL)};
     ::syscall(SYS_futex, w, FUTEX_WAIT, val, &ts, nullptr, 0);
@@ -83,6 +69,14 @@ void go_accelerated(Conn* c, shm::Segment seg, int side, pid_t peer, int fd) {
     c->ch->set_socket_doorbell(ring_socket, fd);
     c->ch->arm_socket_doorbell();  // an application may wait in poll/epoll before its first read
     c->eng = std::make_unique<proto::Engine>(params(), *c->ch);
+}
+
+// Has the peer ring the kernel socket at its next message (the application is about to wait in
+// poll or epoll there), then takes in what arrived before the arming, which rang nothing.  True
+// when something did arrive.  The caller holds c->mu.
+bool arm_and_take(Conn* c) {
+    c->ch->arm_socket_doorbell();
+    return c->ch->incoming() && c->ch->drive(*c->eng) > 0;
 }
 
 // The fd a call came in on rings the peer: any fd of this socket will do, and this one is open.
@@ -162,7 +156,7 @@ Conn* announce(const sockaddr* dst, socklen_t len) noexcept {
     try {
         auto seg = rdv::announce(dst, len, ring_capacity());
         if (!seg) return nullptr;
-        auto hello = our_hello();
+        auto hello = proto::Engine::hello_for(params());
         std::memcpy(seg->rendezvous()->hello, hello.data(), std::min(hello.size(), sizeof seg->rendezvous()->hello));
         auto* c = new Conn;
         c->active_side = true;
@@ -317,8 +311,7 @@ ssize_t send(Socket* s, int fd, const iovec* iov, int cnt, int flags, bool* hand
             // Out of credits: the peer's next message (its credit update) must ring the kernel
             // socket, so that an application waiting in epoll or poll for POLLOUT wakes up.  What
             // came in before the arming would ring nothing: use it now.
-            c->ch->arm_socket_doorbell();
-            if (!c->ch->incoming() || c->ch->drive(e) <= 0 || !e.writable()) break;
+            if (!arm_and_take(c) || !e.writable()) break;
             std::size_t done = r > 0 ? static_cast<std::size_t>(r) : 0;
             std::vector<iovec> rest;
             for (int i = 0, skip = 0; i < cnt; ++i) {
@@ -359,12 +352,8 @@ ssize_t recv(Socket* s, int fd, const iovec* iov, int cnt, int flags, bool* hand
         for (int retry = 0; r == -EAGAIN && retry < 2; ++retry) {
             // Nothing here.  From now on the peer rings the kernel socket (poll and epoll wait
             // there); what raced in before the arming, or a peer that went away, is taken now.
-            if (retry == 0) {
-                drain_doorbells(fd);
-                c->ch->arm_socket_doorbell();
-            }
-            if (c->ch->incoming()) c->ch->drive(e);
-            else check_peer(c, fd);
+            if (retry == 0) drain_doorbells(fd);
+            if (!arm_and_take(c)) check_peer(c, fd);
             if (!e.readable()) break;
             r = drive_op(c, fd, lk, e.start_recv({iov, static_cast<std::size_t>(cnt)}, eflags, nb),
                          [&] { return e.progress_recv(); }, [&] { return e.interrupt_recv(); });
@@ -421,8 +410,7 @@ bool ioctl(Conn* c, int fd, unsigned long request, int* value) noexcept {
         if (c->eng->bytes_readable() == 0) {
             // An application that asks before it reads (nginx on keep-alive) may go to sleep in
             // epoll right after: have the peer ring the kernel socket, and take what raced in.
-            c->ch->arm_socket_doorbell();
-            if (c->ch->incoming()) c->ch->drive(*c->eng);
+            arm_and_take(c);
         }
         *value = static_cast<int>(std::min<std::size_t>(c->eng->bytes_readable(), INT32_MAX));
     }
@@ -455,8 +443,7 @@ bool arm(Conn* c, int fd) noexcept {
     if (c->state.load(std::memory_order_acquire) != State::Accelerated) return false;
     std::lock_guard<std::mutex> lk(c->mu);
     use_fd(c, fd);
-    c->ch->arm_socket_doorbell();
-    return c->ch->incoming();
+    return arm_and_take(c);
 }
 
 void add_holder(Conn* c) noexcept {

@@ -28,15 +28,18 @@ SDX_EXPORT pid_t fork() noexcept {
     count(Call::fork);
     // The child inherits every accelerated connection: each now has one more holder, so that only
     // the last close (in whichever process) ends it.
-    try {
-        std::vector<accel::Conn*> conns;
-        g_fds.for_each(0, ~0u >> 1, [&](int, Socket* s) {
-            if (accel::Conn* c = s->conn.load(std::memory_order_acquire)) conns.push_back(c);
-        });
-        std::sort(conns.begin(), conns.end());
-        conns.erase(std::unique(conns.begin(), conns.end()), conns.end());  // dup()ed fds share one
-        for (accel::Conn* c : conns) accel::add_holder(c);
-    } catch (...) {
+    // (Skipped without any: every fork of a shell pays for this scan otherwise.)
+    if (accel::any_live()) {
+        try {
+            std::vector<accel::Conn*> conns;
+            g_fds.for_each(0, ~0u >> 1, [&](int, Socket* s) {
+                if (accel::Conn* c = s->conn.load(std::memory_order_acquire)) conns.push_back(c);
+            });
+            std::sort(conns.begin(), conns.end());
+            conns.erase(std::unique(conns.begin(), conns.end()), conns.end());  // dup()ed fds share one
+            for (accel::Conn* c : conns) accel::add_holder(c);
+        } catch (...) {
+        }
     }
     pid_t pid = real::fork();
     if (pid == 0) after_fork_child();

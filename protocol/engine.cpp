@@ -25,7 +25,8 @@ constexpr std::size_t kMaxGather = 16;  // iovec pieces in one Data message
 // Sequence-number comparisons that survive wrap-around.
 bool seq_ge(std::uint32_t a, std::uint32_t b) noexcept { return static_cast<std::int32_t>(a - b) >= 0; }
 
-std::byte* iov_ptr(const std::vector<iovec>& iov, std::size_t pos, std::size_t* room) noexcept {
+// Where byte `pos` of a gather list lives, and how many contiguous bytes follow it (*room).
+std::byte* iov_ptr(std::span<const iovec> iov, std::size_t pos, std::size_t* room) noexcept {
     for (const iovec& v : iov) {
         if (pos < v.iov_len) {
             *room = v.iov_len - pos;
@@ -58,21 +59,32 @@ const char* abort_reason_name(AbortReason r) noexcept {
     return "unknown";
 }
 
-Engine::Engine(const Params& params, Port& port) : params_(params), port_(port) {
-    params_.recv_bufs = std::max(params_.recv_bufs, kMinRecvBufs);
-    params_.buf_size = std::max<std::uint32_t>(params_.buf_size, static_cast<std::uint32_t>(kMaxHeader + 1));
-    params_.zcopy_max_chunk = std::clamp<std::size_t>(params_.zcopy_max_chunk, 4096, std::numeric_limits<std::uint32_t>::max());
+namespace {
+
+// What the engine really runs with: enough buffers for the credit reserves, room for a header.
+Params normalized(Params p) noexcept {
+    p.recv_bufs = std::max(p.recv_bufs, kMinRecvBufs);
+    p.buf_size = std::max<std::uint32_t>(p.buf_size, static_cast<std::uint32_t>(kMaxHeader + 1));
+    p.zcopy_max_chunk = std::clamp<std::size_t>(p.zcopy_max_chunk, 4096, std::numeric_limits<std::uint32_t>::max());
+    return p;
 }
+
+// Hello and HelloAck carry the same fields: our receive buffers and what we can do.
+std::vector<std::byte> greeting(Mid mid, const Params& p) {
+    std::vector<std::byte> out(kHelloSize);
+    encode_hello(Bsdh{mid, 0, p.recv_bufs, 0, 0, 0}, HelloHeader{kVersion, p.caps, p.max_adverts, p.buf_size}, out.data());
+    return out;
+}
+
+}  // namespace
+
+Engine::Engine(const Params& params, Port& port) : params_(normalized(params)), port_(port) {}
 
 // --- set-up ------------------------------------------------------------------------------------
 
-std::vector<std::byte> Engine::hello() const {
-    std::vector<std::byte> out(kHelloSize);
-    Bsdh h{Mid::Hello, 0, params_.recv_bufs, 0, 0, 0};
-    HelloHeader hh{kVersion, params_.caps, params_.max_adverts, params_.buf_size};
-    encode_hello(h, hh, out.data());
-    return out;
-}
+std::vector<std::byte> Engine::hello() const { return greeting(Mid::Hello, params_); }
+
+std::vector<std::byte> Engine::hello_for(const Params& params) { return greeting(Mid::Hello, normalized(params)); }
 
 namespace {
 // A Hello or HelloAck we can work with: our major version, buffers we can fill, enough credits.
@@ -89,10 +101,7 @@ std::optional<std::vector<std::byte>> Engine::accept_hello(std::span<const std::
     peer_max_adverts_ = m.hello.max_adverts;
     peer_buf_size_ = m.hello.buf_size;
     tx_credits_ = m.h.bufs;
-    std::vector<std::byte> out(kHelloSize);
-    Bsdh h{Mid::HelloAck, 0, params_.recv_bufs, 0, 0, 0};
-    HelloHeader hh{kVersion, params_.caps, params_.max_adverts, params_.buf_size};
-    encode_hello(h, hh, out.data());
+    std::vector<std::byte> out = greeting(Mid::HelloAck, params_);
     adv_bufs_ = params_.recv_bufs;
     established_ = true;
     return out;
@@ -541,12 +550,6 @@ void Engine::pump_send() {
     if (stalled && tx_credits_ < kDataCredits) ++ctr_.credit_stalls;
 }
 
-std::size_t Engine::contiguous_at(const std::vector<iovec>& iov, std::size_t pos, void** base) const noexcept {
-    std::size_t room = 0;
-    *base = iov_ptr(iov, pos, &room);
-    return room;
-}
-
 bool Engine::try_peer_sink() {
     SendOp& op = tx_op_;
     if (!peer_sink_.valid || op.oob || !op.adverts.empty()) return false;
@@ -554,8 +557,9 @@ bool Engine::try_peer_sink() {
     // The sink posted its buffer before it saw data of ours that is still in flight: that data
     // must come first, so this SinkAvail is stale; the sink cancels it when the data arrives.
     if (!seq_ge(peer_sink_.mseq_ack, last_data_mseq_)) return false;
-    void* base = nullptr;
-    std::size_t n = std::min<std::size_t>(contiguous_at(op.iov, op.pos, &base), peer_sink_.adv.len);
+    std::size_t room = 0;
+    std::byte* base = iov_ptr(op.iov, op.pos, &room);
+    std::size_t n = std::min<std::size_t>(room, peer_sink_.adv.len);
     if (n == 0) return false;
     op.writing = true;
     op.write_len = static_cast<std::uint32_t>(n);
@@ -572,8 +576,8 @@ bool Engine::try_src_avail() {
     if (!(peer_caps_ & kCapSrcAvail) || op.adverts.size() >= peer_max_adverts_) return false;
     if (tx_credits_ < kDataCredits) return false;
     if (op.total - op.pos < params_.send_zcopy_threshold) return false;
-    void* base = nullptr;
-    std::size_t room = contiguous_at(op.iov, op.pos, &base);
+    std::size_t room = 0;
+    std::byte* base = iov_ptr(op.iov, op.pos, &room);
     if (room < params_.send_zcopy_threshold) return false;
     std::size_t n = std::min(room, params_.zcopy_max_chunk);
     auto key = port_.expose(base, n, false);
@@ -658,7 +662,7 @@ OpResult Engine::start_recv(std::span<const iovec> iov, int flags, bool nonblock
         std::size_t total = iov_total(iov);
         if (total == 0) return {Status::Done, -EINVAL};  // the kernel's answer too (no room for the byte)
         std::size_t room = 0;
-        std::byte* p = iov_ptr(std::vector<iovec>(iov.begin(), iov.end()), 0, &room);
+        std::byte* p = iov_ptr(iov, 0, &room);
         *p = static_cast<std::byte>(urg_byte_);
         if (!(flags & MSG_PEEK)) urg_state_ = UrgState::Read;
         return {Status::Done, 1};
@@ -738,8 +742,9 @@ void Engine::post_sink_avail() {
     if (!(peer_caps_ & kCapSinkAvail) || tx_credits_ < kDataCredits || rx_eof_ || rx_shut_) return;
     std::size_t want = op.total - op.got;
     if (want < params_.recv_zcopy_threshold) return;
-    void* base = nullptr;
-    std::size_t room = std::min(contiguous_at(op.iov, op.got, &base), params_.zcopy_max_chunk);
+    std::size_t room = 0;
+    std::byte* base = iov_ptr(op.iov, op.got, &room);
+    room = std::min(room, params_.zcopy_max_chunk);
     if (room < params_.recv_zcopy_threshold) return;
     auto key = port_.expose(base, room, true);
     if (!key) {
@@ -885,8 +890,8 @@ void Engine::pump_recv() {
             }
             return;  // the data comes again as bcopy
         }
-        void* base = nullptr;
-        std::size_t room = contiguous_at(op.iov, op.got, &base);
+        std::size_t room = 0;
+        std::byte* base = iov_ptr(op.iov, op.got, &room);
         std::size_t n = std::min({room, limit, it->len - seg_off});
         if (op.peek && it != rxq_.begin()) {
             // Only the head SrcAvail is read for a peek; later ones wait for a real read.
@@ -958,8 +963,6 @@ bool Engine::writable() const noexcept {
     return tx_shut_ || reset_ || (established_ && tx_credits_ >= kDataCredits && ctrl_.empty());
 }
 
-bool Engine::hangup() const noexcept { return reset_ || ((rx_eof_ || rx_shut_) && tx_shut_); }
-
 unsigned Engine::poll_mask() const noexcept {
     unsigned mask = 0;
     bool rcv_shut = rx_eof_ || rx_shut_ || reset_;
@@ -982,7 +985,5 @@ int Engine::take_error() noexcept {
 std::size_t Engine::bytes_readable() const noexcept { return rxq_bytes_; }
 
 bool Engine::at_mark() const noexcept { return urg_state_ != UrgState::None && urg_seq_ == rx_stream_; }
-
-bool Engine::quiescent() const noexcept { return ctrl_.empty() && !tx_op_.active && !rx_op_.active; }
 
 }  // namespace sdx::proto

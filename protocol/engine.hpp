@@ -107,6 +107,8 @@ public:
     // --- Connection set-up.  Hello and HelloAck travel outside the transport (sdx carries them
     // in its handshake on the kernel TCP connection, as SDP carries them in CM private data).
     std::vector<std::byte> hello() const;                  // active side
+    // The Hello an engine with `params` sends, before the engine exists (the peer is not known yet).
+    static std::vector<std::byte> hello_for(const Params& params);
     // Passive side: consumes the peer's Hello; returns the HelloAck to send back, or nothing
     // when the Hello is unacceptable (then the connection stays on TCP).
     std::optional<std::vector<std::byte>> accept_hello(std::span<const std::byte> hello);
@@ -132,12 +134,10 @@ public:
     // Stalled: a zero-copy advertisement went unanswered for too long.  Cancels it and finishes
     // the operation with bcopy (no bytes lost, none sent twice).
     void stall_send();
-    bool send_active() const noexcept { return tx_op_.active; }
 
     OpResult start_recv(std::span<const iovec> iov, int flags, bool nonblocking);
     OpResult progress_recv();
     OpResult interrupt_recv();
-    bool recv_active() const noexcept { return rx_op_.active; }
 
     // The cancellation of an interrupted operation was not acknowledged in time.
     void cancel_timed_out();
@@ -151,18 +151,12 @@ public:
     bool readable() const noexcept;       // POLLIN: data, EOF or an error to report
     bool writable() const noexcept;       // POLLOUT: a Data message can go now
     bool peer_shut() const noexcept { return rx_eof_; }  // POLLRDHUP
-    bool hangup() const noexcept;         // POLLHUP
     unsigned poll_mask() const noexcept;  // POLL* bits, computed as the kernel's tcp_poll does
-    bool has_error() const noexcept { return pending_error_ != 0; }  // POLLERR
     int take_error() noexcept;            // SO_ERROR
     std::size_t bytes_readable() const noexcept;  // FIONREAD
     bool at_mark() const noexcept;        // SIOCATMARK
-    bool urgent_pending() const noexcept { return urg_state_ == UrgState::Valid; }  // POLLPRI
     bool aborted() const noexcept { return abort_reason_ != AbortReason::None; }
     AbortReason abort_reason() const noexcept { return abort_reason_; }
-    bool closed() const noexcept { return closed_; }
-    // True once everything we owe the peer has been posted (after close: the transport may go).
-    bool quiescent() const noexcept;
     std::uint32_t credits() const noexcept { return tx_credits_; }
     const Counters& counters() const noexcept { return ctr_; }
 
@@ -261,7 +255,6 @@ private:
     void post_sink_avail();
     void finish_recv(long result);
     void check_deadlock();
-    std::size_t contiguous_at(const std::vector<iovec>& iov, std::size_t pos, void** base) const noexcept;
 
     Params params_;
     Port& port_;

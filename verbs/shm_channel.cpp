@@ -34,31 +34,32 @@ static_assert(kRendezvousOffset + sizeof(Rendezvous) <= kPage);
 
 std::string errno_text(const char* what) { return std::string(what) + ": " + std::strerror(errno); }
 
+// Every failed create/attach: say why, close the fd it owned, no segment.
+std::optional<Segment> refuse(int fd, std::string* err, std::string why) {
+    if (err) *err = std::move(why);
+    if (fd >= 0) ::close(fd);
+    return std::nullopt;
+}
+
 }  // namespace
 
 std::optional<Segment> Segment::create(std::size_t ring_capacity, std::string* err) {
     if (ring_capacity < kPage || (ring_capacity & (ring_capacity - 1))) {
-        if (err) *err = "ring capacity must be a power of two of at least 4096";
-        return std::nullopt;
+        return refuse(-1, err, "ring capacity must be a power of two of at least 4096");
     }
     int fd = ::memfd_create("sdx", MFD_CLOEXEC | MFD_ALLOW_SEALING);
     if (fd < 0) {
-        if (err) *err = errno_text("memfd_create");
-        return std::nullopt;
+        return refuse(-1, err, errno_text("memfd_create"));
     }
     std::size_t total = kDataOffset + 2 * ring_capacity;
     if (::ftruncate(fd, static_cast<off_t>(total)) != 0) {
-        if (err) *err = errno_text("ftruncate");
-        ::close(fd);
-        return std::nullopt;
+        return refuse(fd, err, errno_text("ftruncate"));
     }
     // The size is fixed for good: a peer cannot shrink it under our mapping (SIGBUS).
     ::fcntl(fd, F_ADD_SEALS, F_SEAL_SHRINK | F_SEAL_GROW | F_SEAL_SEAL);
     void* base = ::mmap(nullptr, total, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
     if (base == MAP_FAILED) {
-        if (err) *err = errno_text("mmap");
-        ::close(fd);
-        return std::nullopt;
+        return refuse(fd, err, errno_text("mmap"));
     }
     auto* h = static_cast<SegmentHeader*>(base);
     std::memcpy(h->magic, kMagic, sizeof kMagic);
@@ -69,35 +70,24 @@ std::optional<Segment> Segment::create(std::size_t ring_capacity, std::string* e
     new (static_cast<std::byte*>(base) + kRendezvousOffset) Rendezvous{};
     new (static_cast<std::byte*>(base) + kControlOffset) RingControl{};
     new (static_cast<std::byte*>(base) + kControlOffset + sizeof(RingControl)) RingControl{};
-    Segment s;
-    s.fd_ = fd;
-    s.base_ = base;
-    s.size_ = total;
-    s.ring_cap_ = ring_capacity;
-    return s;
+    return Segment(fd, base, total, ring_capacity);
 }
 
 std::optional<Segment> Segment::attach(int fd, std::string* err) {
     struct stat st {};
     if (::fstat(fd, &st) != 0 || static_cast<std::size_t>(st.st_size) < kDataOffset + 2 * kPage) {
-        if (err) *err = "not an sdx segment (too small)";
-        ::close(fd);
-        return std::nullopt;
+        return refuse(fd, err, "not an sdx segment (too small)");
     }
     // The seals guarantee the size we map stays valid; without them the peer could truncate the
     // file and make our next access fault.
     int seals = ::fcntl(fd, F_GET_SEALS);
     if (seals < 0 || (seals & (F_SEAL_SHRINK | F_SEAL_SEAL)) != (F_SEAL_SHRINK | F_SEAL_SEAL)) {
-        if (err) *err = "segment is not sealed against shrinking";
-        ::close(fd);
-        return std::nullopt;
+        return refuse(fd, err, "segment is not sealed against shrinking");
     }
     std::size_t total = static_cast<std::size_t>(st.st_size);
     void* base = ::mmap(nullptr, total, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
     if (base == MAP_FAILED) {
-        if (err) *err = errno_text("mmap");
-        ::close(fd);
-        return std::nullopt;
+        return refuse(fd, err, errno_text("mmap"));
     }
     SegmentHeader h;
     std::memcpy(&h, base, sizeof h);
@@ -105,17 +95,10 @@ std::optional<Segment> Segment::attach(int fd, std::string* err) {
     bool ok = std::memcmp(h.magic, kMagic, sizeof kMagic) == 0 && h.version == kSegVersion && h.header_bytes == kDataOffset &&
               cap >= kPage && (cap & (cap - 1)) == 0 && cap <= (total - kDataOffset) / 2 && h.total_bytes == total;
     if (!ok) {
-        if (err) *err = "not an sdx segment (bad header)";
         ::munmap(base, total);
-        ::close(fd);
-        return std::nullopt;
+        return refuse(fd, err, "not an sdx segment (bad header)");
     }
-    Segment s;
-    s.fd_ = fd;
-    s.base_ = base;
-    s.size_ = total;
-    s.ring_cap_ = cap;
-    return s;
+    return Segment(fd, base, total, cap);
 }
 
 std::optional<Segment> Segment::attach_pid(pid_t pid, int fd, std::string* err) {
@@ -123,8 +106,7 @@ std::optional<Segment> Segment::attach_pid(pid_t pid, int fd, std::string* err) 
     std::snprintf(path, sizeof path, "/proc/%d/fd/%d", static_cast<int>(pid), fd);
     int mine = ::open(path, O_RDWR | O_CLOEXEC);
     if (mine < 0) {
-        if (err) *err = errno_text(path);
-        return std::nullopt;
+        return refuse(-1, err, errno_text(path));
     }
     return attach(mine, err);
 }
@@ -232,15 +214,6 @@ int Channel::drive(proto::Engine& eng, int budget) {
     }
     if (in_.producer_gone() && !in_.pending()) eng.on_transport_down();
     return fed;
-}
-
-bool Channel::cma_allowed(pid_t peer) noexcept {
-    char probe = 0;
-    iovec l{&probe, 1};
-    iovec r{&probe, 1};  // any mapped address of the peer would do; a zero-length read checks access
-    r.iov_len = 0;
-    l.iov_len = 0;
-    return ::process_vm_readv(peer, &l, 1, &r, 1, 0) == 0 || errno != EPERM;
 }
 
 }  // namespace sdx::shm

@@ -64,6 +64,8 @@ public:
 
 private:
     Segment() = default;
+    Segment(int fd, void* base, std::size_t size, std::size_t ring_cap) noexcept
+        : fd_(fd), base_(base), size_(size), ring_cap_(ring_cap) {}
     RingControl* control(int ring) const noexcept;
     std::byte* ring_data(int ring) const noexcept;
     int fd_ = -1;
@@ -93,7 +95,6 @@ public:
     bool wait(long long spin_ns, long long timeout_ns) noexcept {
         return !done_.empty() || in_.wait(spin_ns, timeout_ns);  // completions to feed: no sleep
     }
-    bool peer_gone() const noexcept { return in_.producer_gone(); }
     void close() noexcept { out_.close(); }  // we will send nothing more: wake the peer
     void detach() noexcept { detached_ = true; }  // another process goes on with it: leave it open
     // How to ring the peer's kernel socket when it waits in poll/epoll (the shim passes a function
@@ -103,11 +104,7 @@ public:
         socket_fd_ = fd;
     }
     void arm_socket_doorbell() noexcept { in_.arm_tcp(); }
-    void disarm_socket_doorbell() noexcept { in_.disarm_tcp(); }
     bool incoming() const noexcept { return in_.pending() || !done_.empty(); }
-    // False when cross-memory attach is refused here (EPERM): zero copy must stay off.
-    static bool cma_allowed(pid_t peer) noexcept;
-    bool failed() const noexcept { return failed_; }
     const Segment& segment() const noexcept { return seg_; }
 
 private:

@@ -76,7 +76,6 @@ public:
     // Asks the producer for a byte on the kernel socket at its next post.  Check pending() after
     // arming: what was published just before is not announced.
     void arm_tcp() noexcept { ctl_->tcp_armed.store(1, std::memory_order_seq_cst); }
-    void disarm_tcp() noexcept { ctl_->tcp_armed.store(0, std::memory_order_relaxed); }
     // Sleeps until a message is published, the producer rings or `timeout_ns` passes (< 0: no
     // limit).  Spins first for `spin_ns`.  Returns false on a signal (EINTR), true otherwise.
     bool wait(long long spin_ns, long long timeout_ns) noexcept;

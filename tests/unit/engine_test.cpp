@@ -104,6 +104,25 @@ OpResult run_op(Pair& p, Engine& e, OpResult r, bool send) {
     return op.r;
 }
 
+// Side b reads into out[from..] until it is full, one receive operation at a time, while `other`
+// (the peer's pending send) progresses in between.  With `eagain_ok` a nonblocking read may find
+// nothing yet and try again; otherwise every read must bring bytes.
+void read_all(Pair& p, std::vector<std::byte>& out, std::size_t from, bool nonblocking, bool eagain_ok, Op& other) {
+    std::size_t got = from;
+    for (int reads = 0; got < out.size(); ++reads) {
+        ASSERT_LT(reads, 100000) << "the receiver stopped making progress at byte " << got;
+        iovec rv = iov_of(out, got);
+        OpResult rr = run_op(p, *p.b.eng, p.b.eng->start_recv({&rv, 1}, 0, nonblocking), false);
+        if (eagain_ok) {
+            ASSERT_TRUE(rr.result > 0 || rr.result == -EAGAIN);
+        } else {
+            ASSERT_GT(rr.result, 0);
+        }
+        if (rr.result > 0) got += static_cast<std::size_t>(rr.result);
+        p.settle([&] { other.step(); });
+    }
+}
+
 }  // namespace
 
 TEST(Engine, HelloGrantsCredits) {
@@ -114,6 +133,9 @@ TEST(Engine, HelloGrantsCredits) {
     EXPECT_TRUE(p.b.eng->established());
     EXPECT_EQ(p.a.eng->credits(), 12u);
     EXPECT_EQ(p.b.eng->credits(), 8u);
+    EXPECT_EQ(Engine::hello_for(pa), p.a.eng->hello()) << "the Hello is known before the engine exists";
+    pa.recv_bufs = 1;
+    EXPECT_EQ(Engine::hello_for(pa)[3], std::byte{4}) << "and grants what the engine will post (at least 4)";
 }
 
 TEST(Engine, RefusesAnUnacceptableHello) {
@@ -212,14 +234,8 @@ TEST(Engine, SenderWaitsForCreditsAndNeverOverrunsTheReceiver) {
     EXPECT_FALSE(op.done());
     EXPECT_GT(p.a.eng->counters().credit_stalls, 0u);
     // ... until the receiver reads, which returns credits.
-    std::size_t got = 0;
-    while (got < out.size()) {
-        iovec rv = iov_of(out, got);
-        OpResult rr = run_op(p, *p.b.eng, p.b.eng->start_recv({&rv, 1}, 0, true), false);
-        if (rr.result > 0) got += static_cast<std::size_t>(rr.result);
-        p.settle([&] { op.step(); });
-        ASSERT_TRUE(rr.result > 0 || rr.result == -EAGAIN);
-    }
+    read_all(p, out, 0, true, true, op);
+    if (HasFatalFailure()) return;
     EXPECT_TRUE(op.done());
     EXPECT_EQ(op.r.result, static_cast<long>(7000 - first));
     EXPECT_EQ(big, out);
@@ -279,14 +295,8 @@ TEST(Engine, StaleSinkAvailIsCancelledAndDataStaysInOrder) {
     ASSERT_GE(recv.r.result, 300) << "the bcopy data that was first comes first";
     EXPECT_EQ(p.a.eng->counters().tx_zcopy_write_bytes, 0u) << "a stale SinkAvail is never written";
     EXPECT_GE(p.b.eng->counters().cancels_tx, 1u);
-    std::size_t got = static_cast<std::size_t>(recv.r.result);
-    while (got < out.size()) {
-        iovec rv = iov_of(out, got);
-        OpResult rr = run_op(p, *p.b.eng, p.b.eng->start_recv({&rv, 1}, 0, false), false);
-        ASSERT_GT(rr.result, 0);
-        got += static_cast<std::size_t>(rr.result);
-        p.settle([&] { send.step(); });
-    }
+    read_all(p, out, static_cast<std::size_t>(recv.r.result), false, false, send);
+    if (HasFatalFailure()) return;
     EXPECT_TRUE(send.done());
     EXPECT_TRUE(std::equal(first.begin(), first.end(), out.begin()));
     EXPECT_TRUE(std::equal(second.begin(), second.end(), out.begin() + 300));
@@ -337,14 +347,8 @@ TEST(Engine, PeekOverZcopyUsesSendSmOnAnAsyncTransport) {
     EXPECT_EQ(op.r.result, 100);
     EXPECT_TRUE(std::equal(peek.begin(), peek.end(), data.begin()));
     EXPECT_EQ(p.b.eng->counters().sendsm_tx, 1u);
-    std::size_t got = 0;
-    while (got < out.size()) {
-        iovec rv = iov_of(out, got);
-        OpResult rr = run_op(p, *p.b.eng, p.b.eng->start_recv({&rv, 1}, 0, false), false);
-        ASSERT_GT(rr.result, 0);
-        got += static_cast<std::size_t>(rr.result);
-        p.settle([&] { send.step(); });
-    }
+    read_all(p, out, 0, false, false, send);
+    if (HasFatalFailure()) return;
     EXPECT_TRUE(send.done());
     EXPECT_EQ(data, out);
 }
@@ -363,14 +367,8 @@ TEST(Engine, PeekAndNonblockingReadZcopyDirectlyOnASyncTransport) {
     EXPECT_EQ(op.r.result, 100);
     EXPECT_TRUE(std::equal(peek.begin(), peek.end(), data.begin()));
     EXPECT_EQ(p.b.eng->bytes_readable(), 20000u) << "a peek consumes nothing";
-    std::size_t got = 0;
-    while (got < out.size()) {
-        iovec rv = iov_of(out, got);
-        OpResult rr = run_op(p, *p.b.eng, p.b.eng->start_recv({&rv, 1}, 0, true), false);
-        ASSERT_GT(rr.result, 0);
-        got += static_cast<std::size_t>(rr.result);
-        p.settle([&] { send.step(); });
-    }
+    read_all(p, out, 0, true, false, send);
+    if (HasFatalFailure()) return;
     EXPECT_TRUE(send.done());
     EXPECT_EQ(send.r.result, 20000);
     EXPECT_EQ(data, out);
@@ -470,14 +468,8 @@ TEST(Engine, StalledSrcAvailFinishesWithBcopy) {
     p.a.eng->stall_send();
     p.settle([&] { send.step(); });
     EXPECT_GE(p.a.eng->counters().cancels_tx, 1u);
-    std::size_t got = 0;
-    while (got < out.size()) {
-        iovec rv = iov_of(out, got);
-        OpResult rr = run_op(p, *p.b.eng, p.b.eng->start_recv({&rv, 1}, 0, true), false);
-        ASSERT_TRUE(rr.result > 0 || rr.result == -EAGAIN);
-        if (rr.result > 0) got += static_cast<std::size_t>(rr.result);
-        p.settle([&] { send.step(); });
-    }
+    read_all(p, out, 0, true, true, send);
+    if (HasFatalFailure()) return;
     EXPECT_TRUE(send.done());
     EXPECT_EQ(send.r.result, 50000);
     EXPECT_EQ(data, out);
