@@ -1,6 +1,7 @@
 #include "preload/accel.hpp"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <linux/futex.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
@@ -19,6 +20,7 @@
 #include "preload/real.hpp"
 #include "preload/rendezvous.hpp"
 #include "preload/runtime.hpp"
+#include "preload/revert.hpp"
 
 namespace sdx::accel {
 
@@ -49,7 +51,11 @@ std::size_t ring_capacity() noexcept {
 }
 
 // A doorbell on the peer's kernel socket: one byte through the real send(), never the shim's.
-void ring_socket(int fd) { char b = 0; real::send(fd, &b, 1, MSG_DONTWAIT | MSG_NOSIGNAL); }
+bool ring_socket(int fd) {
+    char b = 0;
+    if (g_rt.sandboxed.load(std::memory_order_relaxed)) return real::write(fd, &b, 1) == 1;
+    return real::send(fd, &b, 1, MSG_DONTWAIT | MSG_NOSIGNAL) == 1;
+}
 
 void futex_wait(std::atomic<std::uint32_t>* w, std::uint32_t val, long long ns) noexcept {
     timespec ts{static_cast<time_t>(ns / 1000000000LL), static_cast<long>(ns % 1000000000LL)};
@@ -59,16 +65,17 @@ void futex_wait(std::atomic<std::uint32_t>* w, std::uint32_t val, long long ns) 
 void futex_wake(std::atomic<std::uint32_t>* w) noexcept { ::syscall(SYS_futex, w, FUTEX_WAKE, INT32_MAX, nullptr, nullptr, 0); }
 
 void go_accelerated(Conn* c, shm::Segment seg, int side, pid_t peer, int fd) {
-    // The kernel connection now carries only 1-byte doorbells: Nagle would hold each one back
-    // until the previous one is acknowledged (40 ms of delayed ACK on loopback).  The application
-    // still sees the TCP_NODELAY it set (intercept_socket.cpp).
-    int one = 1;
-    real::setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
     seg.rendezvous()->holders[side].store(1, std::memory_order_relaxed);
-    c->ch = std::make_unique<shm::Channel>(std::move(seg), side, peer);
-    c->ch->set_socket_doorbell(ring_socket, fd);
-    c->ch->arm_socket_doorbell();  // an application may wait in poll/epoll before its first read
-    c->eng = std::make_unique<proto::Engine>(params(), *c->ch);
+    attach_channel(c, std::move(seg), side, peer, fd);
+}
+
+// Takes in what the peer posted.  Every message that arrives bumps the connection's event
+// generation, which edge-triggered epoll registrations compare (a new message is a new edge, as
+// a new segment is on TCP).
+int feed(Conn* c) {
+    int fed = c->ch->drive(*c->eng);
+    if (fed != 0) c->gen.fetch_add(1, std::memory_order_relaxed);
+    return fed;
 }
 
 // Has the peer ring the kernel socket at its next message (the application is about to wait in
@@ -76,18 +83,87 @@ void go_accelerated(Conn* c, shm::Segment seg, int side, pid_t peer, int fd) {
 // when something did arrive.  The caller holds c->mu.
 bool arm_and_take(Conn* c) {
     c->ch->arm_socket_doorbell();
-    return c->ch->incoming() && c->ch->drive(*c->eng) > 0;
+    return c->ch->incoming() && feed(c) > 0;
 }
 
 // The fd a call came in on rings the peer: any fd of this socket will do, and this one is open.
 void use_fd(Conn* c, int fd) { c->ch->set_socket_doorbell(ring_socket, fd); }
 
+// --- Handoffs between processes of one side ---
+// After fork, parent and child hold the same connection, but the engine's state and where the
+// ring is read live in each process's own memory.  So one process at a time uses it: a use first
+// claims the connection (epoch[side] := a new value); a process whose claim is not the latest
+// continues from the state the latest claimer published (it publishes after every use while
+// another process holds the connection, and before fork and exit).  A process that finds the
+// connection claimed but not published (used by two processes at once, or its user died mid-way)
+// cannot continue: it drops out (mute) and its calls fail with ECONNRESET; the other goes on.
+
+int side_of(const Conn* c) { return c->ch->side(); }
+shm::Rendezvous* rv_of(const Conn* c) { return c->ch->segment().rendezvous(); }
+bool shared(const Conn* c) { return rv_of(c)->holders[side_of(c)].load(std::memory_order_acquire) > 1; }
+
+bool publish(Conn* c) noexcept {
+    shm::Rendezvous* rv = rv_of(c);
+    int side = side_of(c);
+    if (c->ch->muted() || rv->epoch[side].load(std::memory_order_acquire) != c->epoch) return false;
+    std::span<std::byte> area = c->ch->segment().state_area(side);
+    std::size_t en = c->eng->snapshot(area.subspan(sizeof(std::uint32_t)));
+    if (en == 0) return false;  // an operation is in progress (another thread), or too much state
+    std::size_t cn = c->ch->snapshot(area.subspan(sizeof(std::uint32_t) + en));
+    if (cn == 0) return false;
+    auto len = static_cast<std::uint32_t>(en);
+    std::memcpy(area.data(), &len, sizeof len);
+    rv->published[side].store(c->epoch, std::memory_order_release);
+    return true;
+}
+
+bool restore(Conn* c) noexcept {
+    std::span<std::byte> area = c->ch->segment().state_area(side_of(c));
+    std::uint32_t en = 0;
+    std::memcpy(&en, area.data(), sizeof en);
+    if (en == 0 || en + sizeof en > area.size()) return false;
+    return c->eng->restore(area.subspan(sizeof en, en)) && c->ch->restore(area.subspan(sizeof en + en));
+}
+
+// Makes this process the connection's user.  Caller holds c->mu.  False: it cannot be.
+bool own(Conn* c, int fd) noexcept {
+    if (c->ch->muted()) return false;
+    shm::Rendezvous* rv = rv_of(c);
+    int side = side_of(c);
+    std::uint64_t cur = rv->epoch[side].load(std::memory_order_acquire);
+    if (cur == c->epoch) return true;
+    if (rv->published[side].load(std::memory_order_acquire) == cur && restore(c) &&
+        rv->epoch[side].compare_exchange_strong(cur, cur + 1, std::memory_order_acq_rel)) {
+        c->epoch = cur + 1;
+        c->gen.fetch_add(1, std::memory_order_relaxed);
+        return true;
+    }
+    log::error("fd {}: another process is using this sdx connection at the same time; it is reset here", fd);
+    c->ch->mute();
+    c->eng->on_transport_down();
+    c->gen.fetch_add(1, std::memory_order_relaxed);
+    return false;
+}
+
+// The start and end of every use of the engine (caller holds c->mu).
+struct Use {
+    Conn* c;
+    bool ok;
+    Use(Conn* conn, int fd) : c(conn), ok(own(conn, fd)) { use_fd(conn, fd); }
+    ~Use() {
+        if (ok && shared(c)) publish(c);
+    }
+    Use(const Use&) = delete;
+    Use& operator=(const Use&) = delete;
+};
+
 // Whether the peer's kernel socket says it is gone; checked when a wait found nothing to do.
 void check_peer(Conn* c, int fd) {
     pollfd p{fd, POLLRDHUP, 0};
     if (real::poll(&p, 1, 0) == 1 && (p.revents & (POLLRDHUP | POLLHUP | POLLERR))) {
-        c->ch->drive(*c->eng);  // what it sent before it went (its DisConn, maybe) comes first
+        feed(c);  // what it sent before it went (its DisConn, maybe) comes first
         c->eng->on_transport_down();
+        c->gen.fetch_add(1, std::memory_order_relaxed);
     }
 }
 
@@ -110,10 +186,15 @@ std::size_t iov_bytes(const iovec* iov, int cnt) noexcept {
 ssize_t finish(long r, int flags) {
     if (r >= 0) return r;
     if (r == -proto::Engine::kErestart) r = -EINTR;
-    if (r == -EPIPE && !(flags & MSG_NOSIGNAL)) ::syscall(SYS_tgkill, ::getpid(), ::gettid(), SIGPIPE);
+    // (Under a seccomp filter tgkill may be fatal: such programs ignore SIGPIPE anyway.)
+    if (r == -EPIPE && !(flags & MSG_NOSIGNAL) && !g_rt.sandboxed.load(std::memory_order_relaxed))
+        ::syscall(SYS_tgkill, ::getpid(), ::gettid(), SIGPIPE);
     errno = static_cast<int>(-r);
     return -1;
 }
+
+// drive_op's result when the stream went back to kernel TCP under the operation (revert.hpp).
+constexpr long kGivenBack = -1000000;
 
 // Runs an engine operation to its end: feed the channel, progress, sleep when nothing moves;
 // a signal cancels what can be cancelled and waits at most cancel_timeout for the peer's answer.
@@ -121,7 +202,8 @@ template <typename Progress, typename Interrupt>
 long drive_op(Conn* c, int fd, std::unique_lock<std::mutex>& lk, proto::OpResult r, Progress progress, Interrupt interrupt) {
     long long cancel_deadline = 0;
     while (r.status == proto::Status::Pending) {
-        int fed = c->ch->drive(*c->eng);
+        if (given_back(c)) return kGivenBack;
+        int fed = feed(c);
         r = progress();
         if (r.status == proto::Status::Done) break;
         if (fed > 0) continue;
@@ -140,6 +222,20 @@ long drive_op(Conn* c, int fd, std::unique_lock<std::mutex>& lk, proto::OpResult
 
 }  // namespace
 
+proto::Params engine_params() noexcept { return params(); }
+
+void attach_channel(Conn* c, shm::Segment seg, int side, pid_t peer, int fd) {
+    // The kernel connection now carries only 1-byte doorbells: Nagle would hold each one back
+    // until the previous one is acknowledged (40 ms of delayed ACK on loopback).  The application
+    // still sees the TCP_NODELAY it set (intercept_socket.cpp).
+    int one = 1;
+    real::setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+    c->ch = std::make_unique<shm::Channel>(std::move(seg), side, peer);
+    c->ch->set_socket_doorbell(ring_socket, fd);
+    c->ch->arm_socket_doorbell();  // an application may wait in poll/epoll before its first read
+    c->eng = std::make_unique<proto::Engine>(params(), *c->ch);
+}
+
 std::atomic<int> g_live{0};
 
 Conn::Conn() noexcept { g_live.fetch_add(1, std::memory_order_relaxed); }
@@ -152,10 +248,17 @@ bool enabled() noexcept {
 }
 
 Conn* announce(const sockaddr* dst, socklen_t len) noexcept {
-    if (!enabled() || !rdv::is_local(dst, len)) return nullptr;
+    if (!enabled()) return nullptr;
+    if (!rdv::is_local(dst, len)) {
+        note_fallback(Fallback::NotLocal);
+        return nullptr;
+    }
     try {
         auto seg = rdv::announce(dst, len, ring_capacity());
-        if (!seg) return nullptr;
+        if (!seg) {
+            note_fallback(Fallback::NoListener);
+            return nullptr;
+        }
         auto hello = proto::Engine::hello_for(params());
         std::memcpy(seg->rendezvous()->hello, hello.data(), std::min(hello.size(), sizeof seg->rendezvous()->hello));
         auto* c = new Conn;
@@ -164,6 +267,7 @@ Conn* announce(const sockaddr* dst, socklen_t len) noexcept {
         c->decide_by_ns = now_ns() + opt(conf::Opt::handshake_timeout);
         return c;
     } catch (...) {
+        note_fallback(Fallback::SetupFailed);
         return nullptr;
     }
 }
@@ -177,6 +281,7 @@ void connect_done(Conn* c, int fd, bool ok) noexcept {
     c->seg->rendezvous()->state.compare_exchange_strong(expect, shm::Rendezvous::Withdrawn);
     c->seg.reset();
     c->state.store(State::Kernel, std::memory_order_release);
+    note_fallback(Fallback::ConnectFailed);
 }
 
 bool settle(Conn* c, int fd, bool may_wait) noexcept {
@@ -202,10 +307,12 @@ bool settle(Conn* c, int fd, bool may_wait) noexcept {
                 return true;
             } catch (...) {
                 c->state.store(State::Kernel, std::memory_order_release);
+                note_fallback(Fallback::SetupFailed);
                 return false;
             }
         }
         if (s != shm::Rendezvous::Announced) {
+            note_fallback(s == shm::Rendezvous::Declined ? Fallback::Declined : Fallback::HandshakeTimeout);
             c->seg.reset();
             c->state.store(State::Kernel, std::memory_order_release);
             return false;
@@ -215,6 +322,7 @@ bool settle(Conn* c, int fd, bool may_wait) noexcept {
             std::uint32_t expect = shm::Rendezvous::Announced;
             if (rv->state.compare_exchange_strong(expect, shm::Rendezvous::Withdrawn)) {
                 log::info("fd {}: the sdx listener did not accept in time; staying on TCP", fd);
+                note_fallback(Fallback::HandshakeTimeout);
                 c->seg.reset();
                 c->state.store(State::Kernel, std::memory_order_release);
                 return false;
@@ -241,7 +349,10 @@ Conn* accept_from(void* listener, int fd, const sockaddr* peer, socklen_t len) n
     try {
         pid_t peer_pid = 0;
         auto seg = static_cast<rdv::Listener*>(listener)->claim(peer, len, &peer_pid, opt(conf::Opt::handshake_timeout));
-        if (!seg) return nullptr;
+        if (!seg) {
+            note_fallback(Fallback::NotAnnounced);
+            return nullptr;
+        }
         shm::Rendezvous* rv = seg->rendezvous();
         std::vector<std::byte> hello(reinterpret_cast<std::byte*>(rv->hello), reinterpret_cast<std::byte*>(rv->hello) + sizeof rv->hello);
         auto* c = new Conn;
@@ -259,6 +370,7 @@ Conn* accept_from(void* listener, int fd, const sockaddr* peer, socklen_t len) n
         rv->passive_pid = ::getpid();
         std::uint32_t expect = shm::Rendezvous::Announced;
         if (!rv->state.compare_exchange_strong(expect, shm::Rendezvous::Accepted)) {  // withdrawn: too late
+            note_fallback(Fallback::Late);
             delete c;
             return nullptr;
         }
@@ -267,6 +379,7 @@ Conn* accept_from(void* listener, int fd, const sockaddr* peer, socklen_t len) n
         g_rt.stats.sockets_accelerated.fetch_add(1, std::memory_order_relaxed);
         return c;
     } catch (...) {
+        note_fallback(Fallback::SetupFailed);
         return nullptr;
     }
 }
@@ -292,6 +405,13 @@ bool enter(Socket* s, int fd, int flags, Conn** out, bool* nb, bool* handled) no
 }
 }  // namespace
 
+// The stream went back to kernel TCP (revert.hpp): finish the switch; the call passes through.
+ssize_t back_to_kernel(Conn* c, int fd, bool* handled) noexcept {
+    take_back(c, fd);
+    *handled = false;
+    return 0;
+}
+
 ssize_t send(Socket* s, int fd, const iovec* iov, int cnt, int flags, bool* handled) noexcept {
     Conn* c = nullptr;
     bool nb = false;
@@ -299,7 +419,8 @@ ssize_t send(Socket* s, int fd, const iovec* iov, int cnt, int flags, bool* hand
     try {
         std::lock_guard<std::mutex> serial(c->send_mu);
         std::unique_lock<std::mutex> lk(c->mu);
-        use_fd(c, fd);
+        if (given_back(c)) return back_to_kernel(c, fd, handled);
+        Use use(c, fd);
         proto::Engine& e = *c->eng;
         std::size_t want = iov_bytes(iov, cnt);
         auto attempt = [&](const iovec* v, int n) {
@@ -325,9 +446,21 @@ ssize_t send(Socket* s, int fd, const iovec* iov, int cnt, int flags, bool* hand
                 done = 0;
             }
             long more = attempt(rest.data(), static_cast<int>(rest.size()));
-            if (more < 0) break;
+            if (more < 0) {
+                if (more == kGivenBack) r = (r > 0 ? r : 0) + static_cast<long>(e.abandon_send());
+                break;
+            }
             r = (r > 0 ? r : 0) + more;
         }
+        if (r == kGivenBack) {
+            // What this call handed to the channel is replayed on TCP by take_back; the rest goes
+            // through the kernel socket as usual.
+            long posted = static_cast<long>(e.abandon_send());
+            if (posted == 0) return back_to_kernel(c, fd, handled);
+            take_back(c, fd);
+            r = posted;
+        }
+        if (given_back(c)) take_back(c, fd);
         if (r > 0) g_rt.stats.bytes_accelerated_tx.fetch_add(static_cast<std::uint64_t>(r), std::memory_order_relaxed);
         return finish(r, flags);
     } catch (...) {
@@ -343,20 +476,25 @@ ssize_t recv(Socket* s, int fd, const iovec* iov, int cnt, int flags, bool* hand
     try {
         std::lock_guard<std::mutex> serial(c->recv_mu);
         std::unique_lock<std::mutex> lk(c->mu);
-        use_fd(c, fd);
+        if (given_back(c)) return back_to_kernel(c, fd, handled);
+        Use use(c, fd);
         proto::Engine& e = *c->eng;
         int eflags = flags & (MSG_PEEK | MSG_WAITALL | MSG_OOB);
-        c->ch->drive(e);
+        feed(c);
         long r = drive_op(c, fd, lk, e.start_recv({iov, static_cast<std::size_t>(cnt)}, eflags, nb),
                           [&] { return e.progress_recv(); }, [&] { return e.interrupt_recv(); });
         for (int retry = 0; r == -EAGAIN && retry < 2; ++retry) {
             // Nothing here.  From now on the peer rings the kernel socket (poll and epoll wait
             // there); what raced in before the arming, or a peer that went away, is taken now.
-            if (retry == 0) drain_doorbells(fd);
+            if (retry == 0) drain_doorbells_locked(c, fd);
             if (!arm_and_take(c)) check_peer(c, fd);
             if (!e.readable()) break;
             r = drive_op(c, fd, lk, e.start_recv({iov, static_cast<std::size_t>(cnt)}, eflags, nb),
                          [&] { return e.progress_recv(); }, [&] { return e.interrupt_recv(); });
+        }
+        if (r == kGivenBack) {
+            e.abandon_recv();  // the peer sent nothing (revert.hpp): the kernel socket has it all
+            return back_to_kernel(c, fd, handled);
         }
         if (r > 0 && !(flags & MSG_PEEK))
             g_rt.stats.bytes_accelerated_rx.fetch_add(static_cast<std::uint64_t>(r), std::memory_order_relaxed);
@@ -370,10 +508,11 @@ ssize_t recv(Socket* s, int fd, const iovec* iov, int cnt, int flags, bool* hand
 void shutdown(Conn* c, int fd, int how) noexcept {
     if (!settle(c, fd, true)) return;
     std::lock_guard<std::mutex> lk(c->mu);
-    use_fd(c, fd);
+    Use use(c, fd);
     if (how == SHUT_WR || how == SHUT_RDWR) c->eng->shutdown_send();
     if (how == SHUT_RD || how == SHUT_RDWR) c->eng->shutdown_recv();
-    c->ch->drive(*c->eng);
+    feed(c);
+    c->gen.fetch_add(1, std::memory_order_relaxed);  // readiness changed (POLLOUT, POLLHUP)
 }
 
 void release(Conn* c, int fd, bool linger_zero) noexcept {
@@ -389,14 +528,20 @@ void release(Conn* c, int fd, bool linger_zero) noexcept {
         use_fd(c, fd);
         int side = c->active_side ? 0 : 1;
         if (c->ch->segment().rendezvous()->holders[side].fetch_sub(1, std::memory_order_acq_rel) > 1) {
-            c->ch->detach();  // another process (a fork()ed child) still holds the connection
+            // Another process (fork) still holds the connection: it goes on from our state.
+            if (!c->ch->muted() && rv_of(c)->epoch[side].load(std::memory_order_acquire) == c->epoch) publish(c);
+            c->ch->detach();
+            delete c;
+            return;
+        }
+        if (!own(c, fd)) {  // the connection is not ours to end (see own())
             delete c;
             return;
         }
         c->eng->close(linger_zero);
-        c->ch->drive(*c->eng);
+        feed(c);
         c->ch->close();
-        drain_doorbells(fd);  // unread bytes in the kernel socket would turn its FIN into a RST
+        drain_doorbells_locked(c, fd);  // unread bytes in the kernel socket would turn its FIN into a RST
     }
     delete c;
 }
@@ -404,8 +549,8 @@ void release(Conn* c, int fd, bool linger_zero) noexcept {
 bool ioctl(Conn* c, int fd, unsigned long request, int* value) noexcept {
     if (!settle(c, fd, false)) return false;
     std::lock_guard<std::mutex> lk(c->mu);
-    use_fd(c, fd);
-    c->ch->drive(*c->eng);
+    Use use(c, fd);
+    feed(c);
     if (request == FIONREAD) {
         if (c->eng->bytes_readable() == 0) {
             // An application that asks before it reads (nginx on keep-alive) may go to sleep in
@@ -422,39 +567,88 @@ bool ioctl(Conn* c, int fd, unsigned long request, int* value) noexcept {
 bool take_error(Conn* c, int fd, int* err) noexcept {
     if (!settle(c, fd, false)) return false;
     std::lock_guard<std::mutex> lk(c->mu);
-    use_fd(c, fd);
-    c->ch->drive(*c->eng);
+    Use use(c, fd);
+    feed(c);
     *err = c->eng->take_error();
     return true;
 }
 
-short poll_events(Conn* c, int fd, short want) noexcept {
+short poll_events(Conn* c, int fd, short want, std::uint64_t* gen) noexcept {
     State st = c->state.load(std::memory_order_acquire);
     if (st == State::Pending && !settle(c, fd, false)) return 0;  // undecided: neither readable nor writable yet
     std::lock_guard<std::mutex> lk(c->mu);
-    use_fd(c, fd);
-    c->ch->drive(*c->eng);
+    if (given_back(c)) {
+        take_back(c, fd);
+        return 0;  // the caller sees State::Kernel and asks the kernel
+    }
+    Use use(c, fd);
+    feed(c);
     if (!c->eng->readable()) check_peer(c, fd);
     unsigned m = c->eng->poll_mask();
+    if (gen) *gen = c->gen.load(std::memory_order_relaxed);
     return static_cast<short>(m & (static_cast<unsigned>(want) | POLLERR | POLLHUP));
 }
 
 bool arm(Conn* c, int fd) noexcept {
     if (c->state.load(std::memory_order_acquire) != State::Accelerated) return false;
     std::lock_guard<std::mutex> lk(c->mu);
-    use_fd(c, fd);
+    if (given_back(c)) {
+        take_back(c, fd);
+        return true;  // look again: the socket is on kernel TCP now
+    }
+    Use use(c, fd);
     return arm_and_take(c);
 }
 
 void add_holder(Conn* c) noexcept {
     if (c->state.load(std::memory_order_acquire) != State::Accelerated) return;
-    c->ch->segment().rendezvous()->holders[c->active_side ? 0 : 1].fetch_add(1, std::memory_order_acq_rel);
+    std::lock_guard<std::mutex> lk(c->mu);
+    shm::Rendezvous* rv = rv_of(c);
+    int side = side_of(c);
+    rv->holders[side].fetch_add(1, std::memory_order_acq_rel);
+    // Parent and child start from the same state: published, and claimed by neither, so that the
+    // first to use it claims it and the other continues from what that one publishes.
+    if (!c->ch->muted() && rv->epoch[side].load(std::memory_order_acquire) == c->epoch && publish(c)) {
+        std::uint64_t cur = c->epoch;
+        if (rv->epoch[side].compare_exchange_strong(cur, cur + 1, std::memory_order_acq_rel))
+            rv->published[side].store(cur + 1, std::memory_order_release);
+    }
 }
 
-void drain_doorbells(int fd) noexcept {
+void publish_shared() noexcept {
+    if (!any_live()) return;
+    g_fds.for_each(0, ~0u >> 1, [](int, Socket* s) {
+        Conn* c = s->conn.load(std::memory_order_acquire);
+        if (!c || c->state.load(std::memory_order_acquire) != State::Accelerated) return;
+        std::lock_guard<std::mutex> lk(c->mu);
+        if (!c->ch->muted() && shared(c)) publish(c);
+    });
+}
+
+void drain_doorbells_locked(Conn* c, int fd) noexcept {
+    // Exact counting is what makes this safe at any time, even while the stream goes back to TCP.
+    if (!c->ch) return;
     char buf[256];
-    while (real::recv(fd, buf, sizeof buf, MSG_DONTWAIT) > 0) {
+    bool sandboxed = g_rt.sandboxed.load(std::memory_order_relaxed);
+    for (std::uint64_t owed = c->ch->doorbells_owed(); owed > 0;) {
+        std::size_t want = std::min<std::uint64_t>(owed, sizeof buf);
+        ssize_t n;
+        if (sandboxed) {  // no recvfrom: poll, then a read that cannot block
+            pollfd p{fd, POLLIN, 0};
+            if (real::poll(&p, 1, 0) != 1 || !(p.revents & POLLIN)) break;
+            n = real::read(fd, buf, want);
+        } else {
+            n = real::recv(fd, buf, want, MSG_DONTWAIT);
+        }
+        if (n <= 0) break;
+        c->ch->note_drained(static_cast<std::uint64_t>(n));
+        owed -= static_cast<std::uint64_t>(n);
     }
+}
+
+void drain_doorbells(Conn* c, int fd) noexcept {
+    std::lock_guard<std::mutex> lk(c->mu);
+    drain_doorbells_locked(c, fd);
 }
 
 }  // namespace sdx::accel

@@ -44,6 +44,8 @@ struct Conn {
     std::unique_ptr<shm::Channel> ch;
     std::unique_ptr<proto::Engine> eng;
     std::atomic<bool> closed{false};
+    std::atomic<std::uint64_t> gen{0};        // bumped by every arrival from the peer (epoll edges)
+    std::uint64_t epoch = 0;                  // this process's latest claim on the connection (accel.cpp)
 };
 
 // Whether sockets may be accelerated in this process (option `accelerate`).
@@ -74,14 +76,24 @@ void release(Conn* c, int fd, bool linger_zero) noexcept;
 bool ioctl(Conn* c, int fd, unsigned long request, int* value) noexcept;
 // SO_ERROR.
 bool take_error(Conn* c, int fd, int* err) noexcept;
-// fork(): the connection now has one more holder (the child); only the last close ends it.
+// fork(): the connection now has one more holder (the child); only the last close ends it.  Its
+// state is published first, so that whichever process uses it next continues from there.
 void add_holder(Conn* c) noexcept;
+// exit(): a connection another process also holds is published for it to continue.
+void publish_shared() noexcept;
 
 // Readiness.  `poll_events` computes the POLL* bits of an accelerated socket from the engine
 // (after taking in what arrived); `arm` asks the peer to ring the kernel socket at its next
 // message and reports whether something arrived meanwhile (then do not sleep).
-short poll_events(Conn* c, int fd, short want) noexcept;
+// `gen`, when given, receives the connection's event generation (see Conn::gen).
+short poll_events(Conn* c, int fd, short want, std::uint64_t* gen = nullptr) noexcept;
 bool arm(Conn* c, int fd) noexcept;
-void drain_doorbells(int fd) noexcept;
+// Takes the doorbell bytes the peer sent off the kernel socket (never more than it counted).
+void drain_doorbells(Conn* c, int fd) noexcept;
+void drain_doorbells_locked(Conn* c, int fd) noexcept;  // caller holds c->mu
+// The engine parameters this process's configuration gives.
+proto::Params engine_params() noexcept;
+// Gives `c` its channel over `seg` and a fresh engine, and arms the socket doorbell on `fd`.
+void attach_channel(Conn* c, shm::Segment seg, int side, pid_t peer, int fd);
 
 }  // namespace sdx::accel

@@ -1,5 +1,11 @@
 #include "preload/exec_env.hpp"
 
+#include <elf.h>
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <cstdlib>
 #include <cstring>
 #include <string_view>
 
@@ -113,6 +119,75 @@ char* const* rewrite_env(char* const* envp, ExecMode mode, void* scratch) noexce
     }
     out[k] = nullptr;
     return out;
+}
+
+std::size_t with_entry_scratch_size(char* const* envp) noexcept { return (count_entries(envp) + 2) * sizeof(char*); }
+
+char* const* with_entry(char* const* envp, const char* entry, void* scratch) noexcept {
+    auto** out = static_cast<char**>(scratch);
+    std::string_view name = name_of(entry);
+    std::size_t k = 0;
+    for (char* const* e = envp; e && *e; ++e)
+        if (name_of(*e) != name) out[k++] = *e;
+    out[k++] = const_cast<char*>(entry);
+    out[k] = nullptr;
+    return out;
+}
+
+bool will_load_sdx(const char* path, char* const* envp) noexcept {
+    bool preloaded = false;
+    for (char* const* e = envp; e && *e && !preloaded; ++e) {
+        std::string_view entry(*e);
+        if (!entry.starts_with(kPreload)) continue;
+        std::string_view value = entry.substr(kPreload.size());
+        for (std::size_t i = 0; i <= value.size() && !preloaded;) {
+            std::size_t j = value.find_first_of(": ", i);
+            if (j == std::string_view::npos) j = value.size();
+            preloaded = j > i && is_sdx_library(value.substr(i, j - i));
+            i = j + 1;
+        }
+    }
+    if (!preloaded || !path) return false;
+    struct stat st {};
+    if (::stat(path, &st) != 0 || !S_ISREG(st.st_mode) || (st.st_mode & (S_ISUID | S_ISGID))) return false;
+    int fd = ::open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0) return false;
+    unsigned char head[4096];
+    ssize_t n = ::pread(fd, head, sizeof head, 0);
+    ::close(fd);
+    if (n >= 2 && head[0] == '#' && head[1] == '!') return true;  // the interpreter loads it
+    if (n < static_cast<ssize_t>(sizeof(Elf64_Ehdr)) || std::memcmp(head, ELFMAG, SELFMAG) != 0 || head[EI_CLASS] != ELFCLASS64)
+        return false;
+    Elf64_Ehdr eh;
+    std::memcpy(&eh, head, sizeof eh);
+    for (unsigned i = 0; i < eh.e_phnum; ++i) {
+        std::size_t off = eh.e_phoff + static_cast<std::size_t>(i) * eh.e_phentsize;
+        if (eh.e_phentsize < sizeof(Elf64_Phdr) || off + sizeof(Elf64_Phdr) > static_cast<std::size_t>(n)) return false;
+        Elf64_Phdr ph;
+        std::memcpy(&ph, head + off, sizeof ph);
+        if (ph.p_type == PT_INTERP) return true;
+    }
+    return false;
+}
+
+const char* resolve_on_path(const char* file, char* buf, std::size_t size) noexcept {
+    if (!file || std::strchr(file, '/')) return file;
+    const char* path = std::getenv("PATH");
+    std::string_view dirs = path ? path : "/bin:/usr/bin";
+    for (std::size_t i = 0; i <= dirs.size();) {
+        std::size_t j = dirs.find(':', i);
+        if (j == std::string_view::npos) j = dirs.size();
+        std::string_view dir = dirs.substr(i, j - i);
+        if (dir.empty()) dir = ".";
+        if (dir.size() + std::strlen(file) + 2 <= size) {
+            std::memcpy(buf, dir.data(), dir.size());
+            buf[dir.size()] = '/';
+            std::strcpy(buf + dir.size() + 1, file);
+            if (::access(buf, X_OK) == 0) return buf;
+        }
+        i = j + 1;
+    }
+    return nullptr;
 }
 
 }  // namespace sdx

@@ -11,6 +11,7 @@
 #include <cstdarg>
 
 #include "preload/accel.hpp"
+#include "preload/epoll_set.hpp"
 #include "preload/export.hpp"
 #include "preload/real.hpp"
 #include "preload/runtime.hpp"
@@ -28,6 +29,7 @@ int dup_like(int oldfd, Call c, Dup&& do_dup) noexcept {
     if (r >= 0) {
         int saved = errno;
         track_dup(r, s);  // s == nullptr clears a stale entry for r
+        ep::fd_duplicated(oldfd, r);
         errno = saved;
     } else if (s) {
         s->unref();
@@ -59,10 +61,12 @@ int fcntl_common(int fd, int cmd, unsigned long arg, Call c,
 void last_close(int fd, Socket* s) noexcept {
     if (s->refs.load(std::memory_order_acquire) != 1) return;  // a dup, or a call in flight, keeps it
     int saved = errno;
+    ep::socket_closing(s);
     if (accel::Conn* c = s->conn.exchange(nullptr, std::memory_order_acq_rel)) {
         linger lg{};
         socklen_t len = sizeof lg;
-        bool abort = real::getsockopt(fd, SOL_SOCKET, SO_LINGER, &lg, &len) == 0 && lg.l_onoff && lg.l_linger == 0;
+        bool abort = !g_rt.sandboxed.load(std::memory_order_relaxed) &&  // (getsockopt may be forbidden)
+                     real::getsockopt(fd, SOL_SOCKET, SO_LINGER, &lg, &len) == 0 && lg.l_onoff && lg.l_linger == 0;
         accel::release(c, fd, abort);
     }
     if (s->listener) {
@@ -80,6 +84,7 @@ SDX_EXPORT int close(int fd) {
         last_close(fd, s);
         untrack(fd);
     }
+    ep::fd_closing(fd);
     return real::close(fd);
 }
 
@@ -94,6 +99,7 @@ SDX_EXPORT int close_range(unsigned int first, unsigned int last, int flags) noe
             untrack(fd);
         });
         if (any) count(Call::close_range);
+        ep::fds_closing(first, last);
     }
     return real::close_range(first, last, flags);
 }

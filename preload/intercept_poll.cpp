@@ -1,12 +1,9 @@
-// Readiness: poll, select, epoll.  Calls that involve no accelerated socket pass through.  For an
-// accelerated socket the engine says what is ready (the kernel socket is always writable and only
-// carries doorbell bytes); before sleeping in the kernel the shim arms the peer's doorbell, so the
-// peer's next message makes the kernel socket readable and wakes the sleeper.
-//
-// epoll passes through for now: the peer rings the kernel socket whenever a read found nothing
-// (so EPOLLIN works level- and edge-triggered), but EPOLLOUT is the kernel socket's.
+// Readiness: poll and select (epoll: intercept_epoll.cpp).  Calls that involve no accelerated
+// socket pass through.  For an accelerated socket the engine says what is ready (the kernel socket
+// is always writable and only carries doorbell bytes); before sleeping in the kernel the shim arms
+// the peer's doorbell, so the peer's next message makes the kernel socket readable and wakes the
+// sleeper.
 #include <poll.h>
-#include <sys/epoll.h>
 #include <sys/resource.h>
 #include <sys/select.h>
 #include <errno.h>
@@ -83,7 +80,9 @@ int poll_mixed(pollfd* fds, nfds_t n, long long timeout_ns, const sigset_t* mask
             fds[i].revents = 0;
             if (conns[i]) {
                 fds[i].revents = accel::poll_events(conns[i], fds[i].fd, fds[i].events);
-                if (conns[i]->state.load(std::memory_order_acquire) == accel::State::Pending) pending = true;
+                accel::State st = conns[i]->state.load(std::memory_order_acquire);
+                if (st == accel::State::Pending) pending = true;
+                if (st == accel::State::Kernel) conns[i] = nullptr;  // it went back to TCP: the kernel answers
                 if (fds[i].revents) ++ready;
             }
         }
@@ -108,7 +107,10 @@ int poll_mixed(pollfd* fds, nfds_t n, long long timeout_ns, const sigset_t* mask
             ts.tv_nsec = wait_ns % 1000000000LL;
             tsp = &ts;
         }
-        int r = real::ppoll(k.data(), n, tsp, mask);
+        // Under a seccomp filter ppoll may be forbidden; such a program waits with poll itself.
+        int r = mask == nullptr && g_rt.sandboxed.load(std::memory_order_relaxed)
+                    ? real::poll(k.data(), n, wait_ns < 0 ? -1 : static_cast<int>((wait_ns + 999999) / 1000000))
+                    : real::ppoll(k.data(), n, tsp, mask);
         if (r < 0) return r;
         int total = 0;
         bool rang = false;
@@ -125,7 +127,7 @@ int poll_mixed(pollfd* fds, nfds_t n, long long timeout_ns, const sigset_t* mask
             // engine decides what the ring brought.
             for (nfds_t i = 0; i < n; ++i)
                 if (conns[i] && k[i].revents) {
-                    accel::drain_doorbells(fds[i].fd);
+                    accel::drain_doorbells(conns[i], fds[i].fd);
                     fds[i].revents = accel::poll_events(conns[i], fds[i].fd, fds[i].events);
                     if (fds[i].revents) ++total;
                 }
@@ -232,34 +234,4 @@ SDX_EXPORT int pselect(int n, fd_set* r, fd_set* w, fd_set* e, const timespec* t
         if (used) return rc;
     }
     return real::pselect(n, r, w, e, timeout, mask);
-}
-
-SDX_EXPORT int epoll_create(int size) noexcept {
-    count(Call::epoll_create);
-    return real::epoll_create(size);
-}
-
-SDX_EXPORT int epoll_create1(int flags) noexcept {
-    count(Call::epoll_create1);
-    return real::epoll_create1(flags);
-}
-
-SDX_EXPORT int epoll_ctl(int ep, int op, int fd, epoll_event* ev) noexcept {
-    if (tracked(fd)) count(Call::epoll_ctl);
-    return real::epoll_ctl(ep, op, fd, ev);
-}
-
-SDX_EXPORT int epoll_wait(int ep, epoll_event* ev, int max, int timeout) {
-    count(Call::epoll_wait);
-    return real::epoll_wait(ep, ev, max, timeout);
-}
-
-SDX_EXPORT int epoll_pwait(int ep, epoll_event* ev, int max, int timeout, const sigset_t* mask) {
-    count(Call::epoll_pwait);
-    return real::epoll_pwait(ep, ev, max, timeout, mask);
-}
-
-SDX_EXPORT int epoll_pwait2(int ep, epoll_event* ev, int max, const timespec* timeout, const sigset_t* mask) {
-    count(Call::epoll_pwait2);
-    return real::epoll_pwait2(ep, ev, max, timeout, mask);
 }

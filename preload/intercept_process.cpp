@@ -1,14 +1,20 @@
 // fork, vfork, the exec family and posix_spawn.
+#include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <linux/prctl.h>
 #include <spawn.h>
 #include <unistd.h>
 #include <alloca.h>
 
 #include <algorithm>
 #include <cstdarg>
+#include <cstdio>
 #include <vector>
 
 #include "preload/accel.hpp"
 #include "preload/exec_env.hpp"
+#include "preload/handover.hpp"
 #include "preload/export.hpp"
 #include "preload/real.hpp"
 #include "preload/runtime.hpp"
@@ -23,6 +29,24 @@ using namespace sdx;
 #define SDX_EXEC_ENV(var, envp)                                                             \
     char* const* var = (envp);                                                             \
     if (exec_mode() != ExecMode::Inherit) var = rewrite_env(var, exec_mode(), alloca(env_scratch_size(var)))
+
+// Accelerated sockets the new program inherits are handed over or given back to TCP
+// (handover.hpp); a handover adds its variable to the environment.
+#define SDX_EXEC_HANDOVER(var, target)                                                      \
+    {                                                                                       \
+        auto* hbuf_ = static_cast<char*>(alloca(accel::kHandoverBuf));                      \
+        if (const char* h_ = accel::prepare_exec((target), var, hbuf_, accel::kHandoverBuf)) \
+            var = with_entry(var, h_, alloca(with_entry_scratch_size(var)));               \
+    }
+
+// The exec failed: this image goes on (with its connections as they were).
+template <typename R>
+R exec_returned(R r) noexcept {
+    int saved = errno;
+    accel::exec_failed();
+    errno = saved;
+    return r;
+}
 
 SDX_EXPORT pid_t fork() noexcept {
     count(Call::fork);
@@ -54,42 +78,62 @@ extern "C" __attribute__((visibility("hidden"))) void* sdx_vfork_prepare() noexc
     return p ? p : real::resolve(real::vfork_slot, "vfork");
 }
 
+// The file execveat/fexecve will run, as a path (into buf).
+const char* at_path(int dirfd, const char* path, int flags, char* buf, std::size_t size) noexcept {
+    if (path && path[0] == '/') return path;
+    if (path && path[0] == '\0' && (flags & AT_EMPTY_PATH)) {
+        std::snprintf(buf, size, "/proc/self/fd/%d", dirfd);
+        return buf;
+    }
+    if (dirfd == AT_FDCWD) return path;
+    std::snprintf(buf, size, "/proc/self/fd/%d/%s", dirfd, path ? path : "");
+    return buf;
+}
+
 SDX_EXPORT int execve(const char* path, char* const argv[], char* const envp[]) noexcept {
     count(Call::execve);
     SDX_EXEC_ENV(env_, envp);
-    return real::execve(path, argv, env_);
+    SDX_EXEC_HANDOVER(env_, path);
+    return exec_returned(real::execve(path, argv, env_));
 }
 
 SDX_EXPORT int execv(const char* path, char* const argv[]) noexcept {
     count(Call::execv);
-    if (exec_mode() == ExecMode::Inherit) return real::execv(path, argv);
     SDX_EXEC_ENV(env_, environ);
-    return real::execve(path, argv, env_);
+    SDX_EXEC_HANDOVER(env_, path);
+    return exec_returned(real::execve(path, argv, env_));
 }
 
 SDX_EXPORT int execvp(const char* file, char* const argv[]) noexcept {
     count(Call::execvp);
-    if (exec_mode() == ExecMode::Inherit) return real::execvp(file, argv);
     SDX_EXEC_ENV(env_, environ);
-    return real::execvpe(file, argv, env_);
+    char where_[PATH_MAX];
+    SDX_EXEC_HANDOVER(env_, resolve_on_path(file, where_, sizeof where_));
+    return exec_returned(real::execvpe(file, argv, env_));
 }
 
 SDX_EXPORT int execvpe(const char* file, char* const argv[], char* const envp[]) noexcept {
     count(Call::execvpe);
     SDX_EXEC_ENV(env_, envp);
-    return real::execvpe(file, argv, env_);
+    char where_[PATH_MAX];
+    SDX_EXEC_HANDOVER(env_, resolve_on_path(file, where_, sizeof where_));
+    return exec_returned(real::execvpe(file, argv, env_));
 }
 
 SDX_EXPORT int execveat(int dirfd, const char* path, char* const argv[], char* const envp[], int flags) noexcept {
     count(Call::execveat);
     SDX_EXEC_ENV(env_, envp);
-    return real::execveat(dirfd, path, argv, env_, flags);
+    char where_[PATH_MAX];
+    SDX_EXEC_HANDOVER(env_, at_path(dirfd, path, flags, where_, sizeof where_));
+    return exec_returned(real::execveat(dirfd, path, argv, env_, flags));
 }
 
 SDX_EXPORT int fexecve(int fd, char* const argv[], char* const envp[]) noexcept {
     count(Call::fexecve);
     SDX_EXEC_ENV(env_, envp);
-    return real::fexecve(fd, argv, env_);
+    char where_[PATH_MAX];
+    SDX_EXEC_HANDOVER(env_, at_path(fd, "", AT_EMPTY_PATH, where_, sizeof where_));
+    return exec_returned(real::fexecve(fd, argv, env_));
 }
 
 // execl, execlp, execle: gather the variadic arguments into an argv on the stack.
@@ -113,7 +157,8 @@ SDX_EXPORT int execl(const char* path, const char* arg, ...) noexcept {
     va_end(ap);
     count(Call::execl);
     SDX_EXEC_ENV(env_, environ);
-    return real::execve(path, argv, env_);
+    SDX_EXEC_HANDOVER(env_, path);
+    return exec_returned(real::execve(path, argv, env_));
 }
 
 SDX_EXPORT int execlp(const char* file, const char* arg, ...) noexcept {
@@ -123,7 +168,9 @@ SDX_EXPORT int execlp(const char* file, const char* arg, ...) noexcept {
     va_end(ap);
     count(Call::execlp);
     SDX_EXEC_ENV(env_, environ);
-    return real::execvpe(file, argv, env_);
+    char where_[PATH_MAX];
+    SDX_EXEC_HANDOVER(env_, resolve_on_path(file, where_, sizeof where_));
+    return exec_returned(real::execvpe(file, argv, env_));
 }
 
 SDX_EXPORT int execle(const char* path, const char* arg, ...) noexcept {
@@ -133,7 +180,8 @@ SDX_EXPORT int execle(const char* path, const char* arg, ...) noexcept {
     va_end(ap);
     count(Call::execle);
     SDX_EXEC_ENV(env_, envp);
-    return real::execve(path, argv, env_);
+    SDX_EXEC_HANDOVER(env_, path);
+    return exec_returned(real::execve(path, argv, env_));
 }
 
 SDX_EXPORT int posix_spawn(pid_t* pid, const char* path, const posix_spawn_file_actions_t* fa,
@@ -148,4 +196,13 @@ SDX_EXPORT int posix_spawnp(pid_t* pid, const char* file, const posix_spawn_file
     count(Call::posix_spawnp);
     SDX_EXEC_ENV(env_, envp);
     return real::posix_spawnp(pid, file, fa, attr, argv, env_);
+}
+
+// prctl: a seccomp filter (sshd's pre-auth sandbox) forbids most system calls; sdx's data path
+// then keeps to the few such filters allow (Runtime::sandboxed).  <sys/prctl.h> declares prctl as
+// variadic; every option passes at most four more words, read here as such.
+SDX_EXPORT int prctl(int option, unsigned long a2, unsigned long a3, unsigned long a4, unsigned long a5) noexcept {
+    count(Call::prctl);
+    if (option == PR_SET_SECCOMP) note_sandbox();  // before: the filter may forbid what follows
+    return real::prctl(option, a2, a3, a4, a5);
 }

@@ -8,6 +8,7 @@
 #include <fcntl.h>
 
 #include "preload/accel.hpp"
+#include "preload/epoll_set.hpp"
 #include "preload/export.hpp"
 #include "preload/real.hpp"
 #include "preload/runtime.hpp"
@@ -38,6 +39,7 @@ void on_accepted(int listen_fd, int fd, int flags) noexcept {
         if (s && real::getpeername(fd, reinterpret_cast<sockaddr*>(&peer), &len) == 0)
             if (accel::Conn* c = accel::accept_from(l->listener, fd, reinterpret_cast<sockaddr*>(&peer), len))
                 s->conn.store(c, std::memory_order_release);
+        ep::socket_connecting(s);
         errno = saved;
     }
 }
@@ -119,6 +121,7 @@ SDX_EXPORT int connect(int fd, const sockaddr* addr, socklen_t len) {
         int saved = errno;
         accel::connect_done(c, fd, r == 0 || errno == EINPROGRESS);
         s->conn.store(c, std::memory_order_release);
+        ep::socket_connecting(s);
         errno = saved;
     }
     return r;

@@ -10,7 +10,10 @@
 #include <string>
 
 #include "common/log.hpp"
+#include "preload/accel.hpp"
+#include "preload/handover.hpp"
 #include "preload/real.hpp"
+#include "verbs/shm_channel.hpp"
 
 extern char** environ;
 
@@ -69,6 +72,9 @@ void write_stats() noexcept {
         json += R"(},"decisions":{)";
         for (int u = 0; u < 3; ++u)
             json += fmt::format(R"({}"{}":{})", u ? "," : "", conf::use_name(static_cast<conf::Use>(u)), st.decisions[u].load());
+        json += R"(},"fallbacks":{)";
+        for (int f = 0; f < static_cast<int>(Fallback::count_); ++f)
+            json += fmt::format(R"({}"{}":{})", f ? "," : "", fallback_name(static_cast<Fallback>(f)), st.fallbacks[f].load());
         json += "}}\n";
         std::string path = log::expand_pid(g_rt.config->text(conf::Opt::stats_file), ::getpid());
         int fd = static_cast<int>(::syscall(SYS_openat, AT_FDCWD, path.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644));
@@ -81,6 +87,22 @@ void write_stats() noexcept {
     } catch (...) {
         // Never let an exception escape into the application's exit path.
     }
+}
+
+// Whether this process starts under a seccomp filter it inherited ("Seccomp:" in /proc/self/status).
+bool seccomp_active() noexcept {
+    int fd = static_cast<int>(::syscall(SYS_openat, AT_FDCWD, "/proc/self/status", O_RDONLY | O_CLOEXEC));
+    if (fd < 0) return false;
+    char buf[4096];
+    ssize_t n = ::syscall(SYS_read, fd, buf, sizeof buf - 1);
+    ::syscall(SYS_close, fd);
+    if (n <= 0) return false;
+    buf[n] = '\0';
+    const char* p = std::strstr(buf, "\nSeccomp:");
+    if (!p) return false;
+    p += 9;
+    while (*p == ' ' || *p == '\t') ++p;
+    return *p != '0';
 }
 
 void init() noexcept {
@@ -102,6 +124,7 @@ void init() noexcept {
         g_rt.config = cfg;
         log::configure(static_cast<log::Level>(cfg->number(conf::Opt::log_level)), cfg->text(conf::Opt::log), g_rt.program);
         g_rt.stats_enabled.store(cfg->flag(conf::Opt::stats), std::memory_order_relaxed);
+        if (seccomp_active()) note_sandbox();
         g_rt.active.store(cfg->flag(conf::Opt::enable), std::memory_order_release);
         log::debug("loaded (config file: {}, {} rules)", cfg->file.empty() ? "none" : cfg->file, cfg->rules.size());
     } catch (...) {
@@ -110,12 +133,30 @@ void init() noexcept {
     }
 }
 
-__attribute__((constructor(101))) void sdx_constructor() { init(); }
-__attribute__((destructor(101))) void sdx_destructor() { write_stats(); }
+__attribute__((constructor(101))) void sdx_constructor() {
+    init();
+    accel::resume_inherited();  // also when sdx is off here: the connections must go back to TCP
+}
+__attribute__((destructor(101))) void sdx_destructor() {
+    accel::publish_shared();  // a forked process may go on with a connection this one used
+    write_stats();
+}
 
 }  // namespace
 
 std::string_view call_name(Call c) { return kCallNames[static_cast<int>(c)]; }
+
+std::string_view fallback_name(Fallback f) {
+    static constexpr std::string_view kNames[] = {"not_local", "no_listener", "connect_failed", "handshake_timeout", "declined",
+                                                  "not_announced", "late", "setup_failed", "exec"};
+    static_assert(std::size(kNames) == static_cast<std::size_t>(Fallback::count_));
+    return kNames[static_cast<int>(f)];
+}
+
+void note_sandbox() noexcept {
+    g_rt.sandboxed.store(true, std::memory_order_release);
+    shm::Channel::forbid_cross_memory();
+}
 
 void Stats::reset() noexcept {
     for (auto& c : calls) c.store(0, std::memory_order_relaxed);
@@ -124,6 +165,7 @@ void Stats::reset() noexcept {
     bytes_accelerated_tx.store(0, std::memory_order_relaxed);
     bytes_accelerated_rx.store(0, std::memory_order_relaxed);
     for (auto& d : decisions) d.store(0, std::memory_order_relaxed);
+    for (auto& f : fallbacks) f.store(0, std::memory_order_relaxed);
 }
 
 void track_new(int fd, int domain, SocketRole role, bool nonblocking, conf::Use decision) noexcept {

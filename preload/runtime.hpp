@@ -23,6 +23,21 @@ enum class Call : int {
 };
 std::string_view call_name(Call c);
 
+// Why a socket that might have been accelerated stays on (or went back to) kernel TCP.
+enum class Fallback : int {
+    NotLocal,          // connect(): the peer is not on this host
+    NoListener,        // connect(): no sdx listener for that address (the peer has no sdx)
+    ConnectFailed,     // connect() itself failed
+    HandshakeTimeout,  // the sdx listener did not accept in time (handshake_timeout)
+    Declined,          // the listener refused (versions, resources)
+    NotAnnounced,      // accept(): the client did not announce itself (it has no sdx)
+    Late,              // accept(): the client had already given up waiting
+    SetupFailed,       // memory or segment set-up failed
+    Exec,              // exec(): the stream went back to TCP for the new program
+    count_
+};
+std::string_view fallback_name(Fallback f);
+
 struct Stats {
     std::atomic<std::uint64_t> calls[static_cast<int>(Call::count_)]{};
     std::atomic<std::uint64_t> sockets_tracked{0};
@@ -30,12 +45,17 @@ struct Stats {
     std::atomic<std::uint64_t> bytes_accelerated_tx{0};  // payload bytes the application sent over sdx
     std::atomic<std::uint64_t> bytes_accelerated_rx{0};
     std::atomic<std::uint64_t> decisions[3]{};  // indexed by conf::Use
+    std::atomic<std::uint64_t> fallbacks[static_cast<int>(Fallback::count_)]{};
     void reset() noexcept;
 };
 
 struct Runtime {
     std::atomic<bool> active{false};       // config loaded and enable=true: sockets are tracked
     std::atomic<bool> stats_enabled{false};
+    // A seccomp filter is installed (sshd's pre-auth child, systemd's SystemCallFilter=): the data
+    // path keeps to read, write, poll and futex, which every such filter that does socket I/O
+    // allows, and gives up cross-memory attach (the peer then copies: SendSm).
+    std::atomic<bool> sandboxed{false};
     const conf::Config* config = nullptr;  // set once before `active`, never freed
     const char* program = "";
     const char* library_path = nullptr;    // this libsdx.so, for exec=keep
@@ -51,6 +71,13 @@ inline void count(Call c) noexcept {
     if (g_rt.stats_enabled.load(std::memory_order_relaxed))
         g_rt.stats.calls[static_cast<int>(c)].fetch_add(1, std::memory_order_relaxed);
 }
+
+inline void note_fallback(Fallback f) noexcept {
+    g_rt.stats.fallbacks[static_cast<int>(f)].fetch_add(1, std::memory_order_relaxed);
+}
+
+// The process is (about to be) under a seccomp filter: see Runtime::sandboxed.
+void note_sandbox() noexcept;
 
 // Starts tracking a new kernel socket fd (socket(), accept()).  No-op when inactive.
 void track_new(int fd, int domain, SocketRole role, bool nonblocking, conf::Use decision) noexcept;

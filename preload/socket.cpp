@@ -54,6 +54,7 @@ void reset(Socket* s) noexcept {
     s->conn.store(nullptr, std::memory_order_relaxed);
     s->listener = nullptr;
     s->app_nodelay.store(false, std::memory_order_relaxed);
+    s->epoll_regs.store(0, std::memory_order_relaxed);
     s->refs.store(1, std::memory_order_release);
 }
 

@@ -38,6 +38,7 @@ struct Socket {
     std::atomic<accel::Conn*> conn{nullptr};  // set when the stream may move to sdx (pending or moved)
     void* listener = nullptr;                 // a listener's rendezvous (rdv::Listener)
     std::atomic<bool> app_nodelay{false};     // TCP_NODELAY as the application set it
+    std::atomic<int> epoll_regs{0};           // registrations in epoll sets the shim keeps (epoll_set.hpp)
 
     void ref() noexcept { refs.fetch_add(1, std::memory_order_relaxed); }
     // Takes a reference unless the socket is already being freed.

@@ -641,6 +641,14 @@ OpResult Engine::interrupt_send() {
     return progress_send();
 }
 
+std::size_t Engine::abandon_send() noexcept {
+    std::size_t n = tx_op_.active ? tx_op_.pos : 0;
+    tx_op_ = SendOp{};
+    return n;
+}
+
+void Engine::abandon_recv() noexcept { rx_op_ = RecvOp{}; }
+
 void Engine::stall_send() {
     SendOp& op = tx_op_;
     if (!op.active || op.adverts.empty() || op.cancelling) return;

@@ -130,6 +130,10 @@ public:
     // Done (partial count, or -EINTR when nothing was sent) or Pending while a cancellation is
     // being acknowledged.  `may_restart`: SA_RESTART with nothing sent returns -ERESTART_ (the
     // caller restarts the call).
+    // The transport is being given up (the stream returns to kernel TCP): ends the send in
+    // progress without any message and returns how many of its bytes were handed to the transport.
+    std::size_t abandon_send() noexcept;
+    void abandon_recv() noexcept;  // likewise for a receive (nothing of it is reported)
     OpResult interrupt_send();
     // Stalled: a zero-copy advertisement went unanswered for too long.  Cancels it and finishes
     // the operation with bcopy (no bytes lost, none sent twice).
@@ -160,9 +164,19 @@ public:
     std::uint32_t credits() const noexcept { return tx_credits_; }
     const Counters& counters() const noexcept { return ctr_; }
 
+    // Another process of this side continues the connection (fork, then a handoff: sshd's
+    // privilege separation, prefork servers): the whole state of a quiescent engine (no send or
+    // receive in progress) as bytes, and back.  Positions in the receive ring are kept as
+    // addresses: valid in every process forked from the one that mapped the segment.
+    // snapshot returns the bytes written, or 0 when the engine is busy or `out` too small.
+    std::size_t snapshot(std::span<std::byte> out) const noexcept;
+    bool restore(std::span<const std::byte> in) noexcept;  // false: not a snapshot of this layout
+    bool quiescent() const noexcept { return !tx_op_.active && !rx_op_.active; }
+
     static constexpr int kErestart = 512;  // -kErestart: interrupted before any byte, SA_RESTART may restart
 
 private:
+    struct Scalars;
     // One advertisement of ours (SrcAvail) that the peer is reading.
     struct TxAdvert {
         std::size_t op_offset = 0;  // where its bytes start in the send operation

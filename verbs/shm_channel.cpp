@@ -24,10 +24,11 @@ struct SegmentHeader {
 namespace {
 
 constexpr char kMagic[8] = {'S', 'D', 'X', 'S', 'H', 'M', '0', '1'};
-constexpr std::uint32_t kSegVersion = 1;
+constexpr std::uint32_t kSegVersion = 2;
 constexpr std::size_t kPage = 4096;
 constexpr std::size_t kControlOffset = kPage;         // two RingControl blocks
-constexpr std::size_t kDataOffset = 2 * kPage;        // ring 0 data, then ring 1 data
+constexpr std::size_t kStateOffset = 2 * kPage;       // side 0's published state, then side 1's
+constexpr std::size_t kDataOffset = kStateOffset + 2 * Segment::kStateBytes;  // ring 0 data, then ring 1 data
 constexpr std::size_t kRendezvousOffset = 256;        // in the header page
 static_assert(sizeof(SegmentHeader) <= kRendezvousOffset);
 static_assert(kRendezvousOffset + sizeof(Rendezvous) <= kPage);
@@ -148,6 +149,10 @@ std::byte* Segment::ring_data(int ring) const noexcept {
     return static_cast<std::byte*>(base_) + kDataOffset + ring * ring_cap_;
 }
 
+std::span<std::byte> Segment::state_area(int side) const noexcept {
+    return {static_cast<std::byte*>(base_) + kStateOffset + static_cast<std::size_t>(side) * kStateBytes, kStateBytes};
+}
+
 RingProducer Segment::producer(int side) const noexcept { return RingProducer(control(side), ring_data(side), ring_cap_); }
 
 RingConsumer Segment::consumer(int side) const noexcept { return RingConsumer(control(1 - side), ring_data(1 - side), ring_cap_); }
@@ -155,23 +160,44 @@ RingConsumer Segment::consumer(int side) const noexcept { return RingConsumer(co
 // --- Channel -----------------------------------------------------------------------------------
 
 Channel::Channel(Segment seg, int side, pid_t peer_pid)
-    : seg_(std::move(seg)), out_(seg_.producer(side)), in_(seg_.consumer(side)), peer_(peer_pid) {}
+    : seg_(std::move(seg)), out_(seg_.producer(side)), in_(seg_.consumer(side)), peer_(peer_pid), side_(side) {}
 
 Channel::~Channel() {
     if (!detached_) out_.close();
 }
 
 void Channel::post_send(std::span<const std::byte> header, std::span<const iovec> payload) {
+    if (muted_) return;
     if (out_.post(header, payload) != PostResult::Ok) {
         failed_ = true;
         return;
     }
-    if (ring_socket_ && out_.take_tcp_arm()) ring_socket_(socket_fd_);
+    if (ring_socket_ && out_.take_tcp_arm()) {
+        // A peer returning the stream to TCP waits until no doorbell is in flight, then takes the
+        // bytes away: from then on every byte on the kernel socket is application data.
+        Rendezvous* rv = seg_.rendezvous();
+        rv->ringing.fetch_add(1, std::memory_order_seq_cst);
+        if (rv->reverted.load(std::memory_order_seq_cst) == 0 && ring_socket_(socket_fd_))
+            rv->bells[side_].fetch_add(1, std::memory_order_seq_cst);
+        rv->ringing.fetch_sub(1, std::memory_order_seq_cst);
+    }
 }
 
-void Channel::release_recv(proto::RecvId id) { in_.release(id); }
+void Channel::release_recv(proto::RecvId id) {
+    if (!muted_) in_.release(id);
+}
+
+namespace {
+std::atomic<bool> g_no_cross_memory{false};
+}
+
+void Channel::forbid_cross_memory() noexcept { g_no_cross_memory.store(true, std::memory_order_release); }
 
 void Channel::rdma_read(proto::OpId op, void* local, std::size_t len, const proto::Advert& remote, std::uint64_t offset) {
+    if (g_no_cross_memory.load(std::memory_order_acquire)) {
+        done_.emplace_back(op, false);
+        return;
+    }
     iovec l{local, len};
     iovec r{reinterpret_cast<void*>(remote.vaddr + offset), len};
     // process_vm_readv may copy less than asked only at an unmapped page: treat that as failure.
@@ -180,6 +206,10 @@ void Channel::rdma_read(proto::OpId op, void* local, std::size_t len, const prot
 }
 
 void Channel::rdma_write(proto::OpId op, const void* local, std::size_t len, const proto::Advert& remote, std::uint64_t offset) {
+    if (g_no_cross_memory.load(std::memory_order_acquire)) {
+        done_.emplace_back(op, false);
+        return;
+    }
     iovec l{const_cast<void*>(local), len};
     iovec r{reinterpret_cast<void*>(remote.vaddr + offset), len};
     ssize_t n = ::process_vm_writev(peer_, &l, 1, &r, 1, 0);
@@ -191,7 +221,22 @@ std::optional<std::uint32_t> Channel::expose(void*, std::size_t, bool) { return 
 
 void Channel::revoke(std::uint32_t) {}
 
+std::size_t Channel::snapshot(std::span<std::byte> out) const noexcept {
+    if (!done_.empty() || out.size() < sizeof next_key_) return 0;
+    std::memcpy(out.data(), &next_key_, sizeof next_key_);
+    std::size_t n = in_.snapshot(out.subspan(sizeof next_key_));
+    return n ? n + sizeof next_key_ : 0;
+}
+
+bool Channel::restore(std::span<const std::byte> in) noexcept {
+    if (in.size() < sizeof next_key_) return false;
+    std::memcpy(&next_key_, in.data(), sizeof next_key_);
+    done_.clear();
+    return in_.restore(in.subspan(sizeof next_key_));
+}
+
 int Channel::drive(proto::Engine& eng, int budget) {
+    if (muted_) return 0;
     int fed = 0;
     for (;;) {
         while (!done_.empty()) {

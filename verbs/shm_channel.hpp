@@ -12,6 +12,7 @@
 #include <cstdint>
 #include <memory>
 #include <optional>
+#include <span>
 #include <string>
 #include <utility>
 #include <vector>
@@ -36,6 +37,14 @@ struct Rendezvous {
     std::uint8_t hello[24] = {};               // the active side's Hello
     std::uint8_t hello_ack[24] = {};           // the passive side's HelloAck
     std::atomic<std::int32_t> holders[2] = {};  // processes holding each side (fork adds one)
+    std::atomic<std::uint32_t> reverted{0};     // the stream went back to kernel TCP (exec): preload/accel.cpp
+    std::atomic<std::uint32_t> ringing{0};      // socket doorbells being sent right now
+    std::atomic<std::uint64_t> bells[2] = {};   // doorbell bytes each side sent on its kernel socket
+    std::atomic<std::uint64_t> drained[2] = {}; // doorbell bytes each side took off its kernel socket
+    // Handoffs between processes of one side (fork): which use of the connection is the latest,
+    // and which one's state is published in the segment's state area.
+    std::atomic<std::uint64_t> epoch[2] = {};
+    std::atomic<std::uint64_t> published[2] = {};
 };
 
 // A mapped segment.  Move-only; unmaps and closes on destruction.
@@ -55,12 +64,18 @@ public:
     ~Segment();
 
     int fd() const noexcept { return fd_; }
+    void* base() const noexcept { return base_; }
+    std::size_t size() const noexcept { return size_; }
     std::size_t ring_capacity() const noexcept { return ring_cap_; }
     // Side 0 (the active side) produces into ring 0 and consumes ring 1; side 1 the reverse.
     RingProducer producer(int side) const noexcept;
     RingConsumer consumer(int side) const noexcept;
     void close_fd() noexcept;  // keep the mapping, drop the fd (once the peer attached)
     Rendezvous* rendezvous() const noexcept;
+    // Where a side publishes its connection state for another process of that side (a handoff
+    // after fork: preload/accel.cpp).
+    static constexpr std::size_t kStateBytes = 32 * 1024;
+    std::span<std::byte> state_area(int side) const noexcept;
 
 private:
     Segment() = default;
@@ -80,6 +95,11 @@ public:
     Channel(Segment seg, int side, pid_t peer_pid);
     ~Channel() override;
 
+    // From now on no channel in this process uses process_vm_readv/writev (a seccomp filter would
+    // kill the process for them): reads and writes of the peer's memory fail at once, and the
+    // engine has the peer copy instead (SendSm).
+    static void forbid_cross_memory() noexcept;
+
     // proto::Port
     void post_send(std::span<const std::byte> header, std::span<const iovec> payload) override;
     void release_recv(proto::RecvId id) override;
@@ -97,26 +117,58 @@ public:
     }
     void close() noexcept { out_.close(); }  // we will send nothing more: wake the peer
     void detach() noexcept { detached_ = true; }  // another process goes on with it: leave it open
+    // This process lost the connection to another process of its side (preload/accel.cpp): from
+    // now on it neither reads nor writes the rings.
+    void mute() noexcept { muted_ = detached_ = true; }
+    bool muted() const noexcept { return muted_; }
     // How to ring the peer's kernel socket when it waits in poll/epoll (the shim passes a function
-    // that writes one byte with the real send(), never the interposed one).
-    void set_socket_doorbell(void (*ring)(int fd), int fd) noexcept {
+    // that writes one byte with the real send(), never the interposed one, and says if it went).
+    void set_socket_doorbell(bool (*ring)(int fd), int fd) noexcept {
         ring_socket_ = ring;
         socket_fd_ = fd;
     }
     void arm_socket_doorbell() noexcept { in_.arm_tcp(); }
     bool incoming() const noexcept { return in_.pending() || !done_.empty(); }
+
+    // Returning the stream to kernel TCP (before exec; the protocol is in preload/accel.cpp).
+    int side() const noexcept { return side_; }
+    pid_t peer() const noexcept { return peer_; }
+    std::uint32_t revert_state() const noexcept { return seg_.rendezvous()->reverted.load(std::memory_order_seq_cst); }
+    void set_revert_state(std::uint32_t v) noexcept { seg_.rendezvous()->reverted.store(v, std::memory_order_seq_cst); }
+    bool sent_nothing() const noexcept { return out_.nothing_published(); }
+    bool took_nothing() const noexcept { return in_.nothing_released(); }
+    bool peer_gone() const noexcept { return in_.producer_gone(); }
+    // True when the peer had not yet taken the request, so no doorbell byte is on its way.
+    bool disarm_socket_doorbell() noexcept { return in_.disarm_tcp(); }
+    bool socket_doorbell_in_flight() const noexcept { return seg_.rendezvous()->ringing.load(std::memory_order_seq_cst) != 0; }
+    bool walk_incoming(const std::function<bool(std::span<const std::byte>)>& f) const { return in_.walk_unreleased(f); }
+    bool walk_outgoing(const std::function<bool(std::span<const std::byte>)>& f) const { return out_.walk_unreleased(f); }
+    void wake_peer() noexcept { out_.wake(); }
+    // Doorbell bytes the peer sent that are not yet taken off our kernel socket (some may still be
+    // on their way).  Reading no more than this never eats a byte of application data.
+    std::uint64_t doorbells_owed() const noexcept {
+        Rendezvous* rv = seg_.rendezvous();
+        return rv->bells[1 - side_].load(std::memory_order_seq_cst) - rv->drained[side_].load(std::memory_order_seq_cst);
+    }
+    void note_drained(std::uint64_t n) noexcept { seg_.rendezvous()->drained[side_].fetch_add(n, std::memory_order_seq_cst); }
     const Segment& segment() const noexcept { return seg_; }
+    // This process's part of the channel state (where it reads the ring), for a handoff to
+    // another process of the same side; with the engine's snapshot it is the whole connection.
+    std::size_t snapshot(std::span<std::byte> out) const noexcept;  // 0: busy or too small
+    bool restore(std::span<const std::byte> in) noexcept;
 
 private:
     Segment seg_;
     RingProducer out_;
     RingConsumer in_;
     pid_t peer_;
+    int side_;
     std::vector<std::pair<proto::OpId, bool>> done_;  // completions of the synchronous copies
     std::uint32_t next_key_ = 1;
     bool failed_ = false;  // a post found no room: the engine broke its credits (never expected)
     bool detached_ = false;
-    void (*ring_socket_)(int) = nullptr;
+    bool muted_ = false;
+    bool (*ring_socket_)(int) = nullptr;
     int socket_fd_ = -1;
 };
 

@@ -72,6 +72,30 @@ PostResult RingProducer::post(std::span<const std::byte> header, std::span<const
     return PostResult::Ok;
 }
 
+bool walk_records(const std::byte* data, std::size_t cap, std::uint64_t from, std::uint64_t to,
+                  const std::function<bool(std::span<const std::byte>)>& f) {
+    if (to < from || to - from > cap) return false;
+    while (from != to) {
+        std::size_t pos = from & (cap - 1);
+        std::uint32_t h[2];
+        std::memcpy(h, data + pos, sizeof h);
+        std::size_t len = h[0] & ~kPad;
+        std::size_t size = (h[0] & kPad) ? kRecordHeader + len : RingProducer::footprint(len);
+        if (size > cap - pos || size > to - from) return false;
+        if (!(h[0] & kPad) && !f({data + pos + kRecordHeader, len})) return false;
+        from += size;
+    }
+    return true;
+}
+
+bool RingProducer::walk_unreleased(const std::function<bool(std::span<const std::byte>)>& f) const {
+    return walk_records(data_, cap_, ctl_->tail.load(std::memory_order_acquire), ctl_->head.load(std::memory_order_acquire), f);
+}
+
+bool RingConsumer::walk_unreleased(const std::function<bool(std::span<const std::byte>)>& f) const {
+    return walk_records(data_, cap_, ctl_->tail.load(std::memory_order_acquire), ctl_->head.load(std::memory_order_acquire), f);
+}
+
 void RingProducer::ring_doorbell() noexcept {
     ctl_->doorbell.fetch_add(1, std::memory_order_seq_cst);
     ::syscall(SYS_futex, &ctl_->doorbell, FUTEX_WAKE, INT32_MAX, nullptr, nullptr, 0);
@@ -123,6 +147,42 @@ void RingConsumer::release(std::uint64_t id) noexcept {
         moved = true;
     }
     if (moved) ctl_->tail.store(tail, std::memory_order_release);
+}
+
+std::size_t RingConsumer::snapshot(std::span<std::byte> out) const noexcept {
+    std::uint64_t n = held_.size();
+    std::size_t need = 2 * sizeof(std::uint64_t) + n * sizeof(Held);
+    if (need > out.size()) return 0;
+    std::byte* p = out.data();
+    std::memcpy(p, &read_, sizeof read_);
+    std::memcpy(p + 8, &n, sizeof n);
+    p += 16;
+    for (const Held& h : held_) {
+        std::memcpy(p, &h, sizeof h);
+        p += sizeof h;
+    }
+    return need;
+}
+
+bool RingConsumer::restore(std::span<const std::byte> in) noexcept {
+    if (in.size() < 16) return false;
+    std::uint64_t read = 0, n = 0;
+    std::memcpy(&read, in.data(), 8);
+    std::memcpy(&n, in.data() + 8, 8);
+    if (n > (in.size() - 16) / sizeof(Held)) return false;
+    try {
+        std::deque<Held> held;
+        for (std::uint64_t i = 0; i < n; ++i) {
+            Held h;
+            std::memcpy(&h, in.data() + 16 + i * sizeof(Held), sizeof h);
+            held.push_back(h);
+        }
+        held_ = std::move(held);
+    } catch (...) {
+        return false;
+    }
+    read_ = read;
+    return true;
 }
 
 bool RingConsumer::wait(long long spin_ns, long long timeout_ns) noexcept {

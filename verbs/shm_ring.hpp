@@ -52,6 +52,11 @@ public:
     // After a post: true once when the consumer armed its socket doorbell (it waits in poll or
     // epoll on the kernel socket, so a byte must go there to wake it).
     bool take_tcp_arm() noexcept { return ctl_->tcp_armed.load(std::memory_order_seq_cst) && ctl_->tcp_armed.exchange(0) != 0; }
+    void wake() noexcept { ring_doorbell(); }  // wakes a sleeping consumer with nothing new
+    // Calls f(message) for each message published and not yet released by the consumer, in
+    // order, without touching the ring.  False when f refused one or the records do not parse.
+    bool walk_unreleased(const std::function<bool(std::span<const std::byte>)>& f) const;
+    bool nothing_published() const noexcept { return ctl_->head.load(std::memory_order_acquire) == 0; }
 
 private:
     void ring_doorbell() noexcept;
@@ -76,9 +81,17 @@ public:
     // Asks the producer for a byte on the kernel socket at its next post.  Check pending() after
     // arming: what was published just before is not announced.
     void arm_tcp() noexcept { ctl_->tcp_armed.store(1, std::memory_order_seq_cst); }
+    // Withdraws the request; true when the producer had not taken it yet (no byte is coming).
+    bool disarm_tcp() noexcept { return ctl_->tcp_armed.exchange(0, std::memory_order_seq_cst) != 0; }
+    bool nothing_released() const noexcept { return ctl_->tail.load(std::memory_order_acquire) == 0; }
+    // Like RingProducer::walk_unreleased, from the consumer's side.
+    bool walk_unreleased(const std::function<bool(std::span<const std::byte>)>& f) const;
     // Sleeps until a message is published, the producer rings or `timeout_ns` passes (< 0: no
     // limit).  Spins first for `spin_ns`.  Returns false on a signal (EINTR), true otherwise.
     bool wait(long long spin_ns, long long timeout_ns) noexcept;
+    // Where this consumer stands (what it read, what it holds), as bytes, and back.
+    std::size_t snapshot(std::span<std::byte> out) const noexcept;  // 0: too small
+    bool restore(std::span<const std::byte> in) noexcept;
 
 private:
     struct Held {
@@ -91,6 +104,10 @@ private:
     std::uint64_t read_ = 0;     // next byte to look at
     std::deque<Held> held_;      // delivered, in ring order
 };
+
+// Walks the records in [from, to) of a ring's data area (see walk_unreleased).
+bool walk_records(const std::byte* data, std::size_t cap, std::uint64_t from, std::uint64_t to,
+                  const std::function<bool(std::span<const std::byte>)>& f);
 
 // Sizes a ring so that `credits` messages of at most `max_msg` bytes always fit, padding included.
 std::size_t ring_capacity_for(std::size_t credits, std::size_t max_msg) noexcept;

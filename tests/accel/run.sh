@@ -33,6 +33,7 @@ accelerated() {
 import glob, json, sys
 d, need = sys.argv[1], int(sys.argv[2])
 acc = tx = 0
+why = {}
 files = glob.glob(d + "/*.json")
 if not files:
     sys.exit("no stats files in " + d)
@@ -40,10 +41,14 @@ for f in files:
     j = json.load(open(f))
     acc += j["sockets"].get("accelerated", 0)
     tx += j.get("bytes", {}).get("sdx_tx", 0)
+    for k, v in j.get("fallbacks", {}).items():
+        if v:
+            why[k] = why.get(k, 0) + v
+reasons = " (fallbacks: %s)" % ", ".join("%s=%d" % kv for kv in sorted(why.items())) if why else ""
 if acc == 0:
-    sys.exit("no socket was accelerated (silent fallback to TCP)")
+    sys.exit("no socket was accelerated (silent fallback to TCP)" + reasons)
 if tx < need:
-    sys.exit("only %d bytes went over sdx, expected at least %d (99%% of the payload)" % (tx, need))
+    sys.exit("only %d bytes went over sdx, expected at least %d (99%% of the payload)%s" % (tx, need, reasons))
 print("accelerated=%d sdx_tx=%d" % (acc, tx))
 EOF
 }

@@ -681,3 +681,53 @@ TEST(Engine, EofEndsARecvWaitingOnItsSinkAvail) {
     EXPECT_EQ(recv.r.result, 0);
     EXPECT_TRUE(p.b.exposed.empty());
 }
+
+// A handoff after fork: another engine (another process of the same side) restores the snapshot
+// and continues the stream exactly where the first one stopped, in both directions.
+TEST(Engine, SnapshotLetsAnotherEngineContinueTheStream) {
+    Pair p(small_bufs());
+    std::vector<std::byte> msg = pattern(3000, 7), out(3000);
+    iovec s = iov_of(msg);
+    // b sends all; a (the receiver) reads only the first 1000 bytes.
+    Op send{p.b.eng.get(), true, p.b.eng->start_send({&s, 1}, 0, true)};
+    p.settle([&] { send.step(); });
+    iovec r1 = iov_of(out, 0);
+    r1.iov_len = 1000;
+    ASSERT_EQ(run_op(p, *p.a.eng, p.a.eng->start_recv({&r1, 1}, MSG_WAITALL, false), false).result, 1000);
+    std::vector<std::byte> blob(32768);
+    std::size_t n = p.a.eng->snapshot(blob);
+    ASSERT_GT(n, 0u);
+    // The other process's engine: same parameters, restored from the bytes.
+    auto other = std::make_unique<Engine>(p.a.params, p.a);
+    ASSERT_TRUE(other->restore({blob.data(), n}));
+    EXPECT_EQ(other->bytes_readable(), p.a.eng->bytes_readable());
+    p.a.eng = std::move(other);
+    for (std::size_t got = 1000; got < out.size();) {
+        iovec rv = iov_of(out, got);
+        OpResult rr = run_op(p, *p.a.eng, p.a.eng->start_recv({&rv, 1}, 0, false), false);
+        ASSERT_GT(rr.result, 0);
+        got += static_cast<std::size_t>(rr.result);
+        p.settle([&] { send.step(); });
+    }
+    ASSERT_TRUE(send.done());
+    EXPECT_EQ(send.r.result, 3000);
+    EXPECT_EQ(msg, out);
+    // And it sends on from the right sequence numbers: the peer accepts what it sends.
+    std::vector<std::byte> back = pattern(500, 9), got(500);
+    iovec bs = iov_of(back), br = iov_of(got);
+    ASSERT_EQ(run_op(p, *p.a.eng, p.a.eng->start_send({&bs, 1}, 0, false), true).result, 500);
+    ASSERT_EQ(run_op(p, *p.b.eng, p.b.eng->start_recv({&br, 1}, MSG_WAITALL, false), false).result, 500);
+    EXPECT_EQ(back, got);
+    EXPECT_FALSE(p.b.eng->aborted());
+    EXPECT_FALSE(p.a.eng->aborted());
+}
+
+TEST(Engine, SnapshotOfABusyEngineIsRefused) {
+    Pair p(small_bufs());
+    std::vector<std::byte> out(100), blob(32768);
+    iovec r = iov_of(out);
+    OpResult rr = p.a.eng->start_recv({&r, 1}, 0, false);  // blocking receive, nothing there
+    ASSERT_EQ(rr.status, Status::Pending);
+    EXPECT_EQ(p.a.eng->snapshot(blob), 0u);
+    EXPECT_FALSE(p.a.eng->restore(blob));
+}

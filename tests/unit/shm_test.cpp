@@ -161,7 +161,7 @@ TEST(ShmRing, CorruptIndicesAreDetected) {
 TEST(ShmChannel, AttachRefusesWhatIsNotASealedSegment) {
     std::string err;
     int fd = ::memfd_create("x", MFD_CLOEXEC);
-    ASSERT_EQ(::ftruncate(fd, 65536), 0);
+    ASSERT_EQ(::ftruncate(fd, 1 << 20), 0);
     EXPECT_FALSE(Segment::attach(fd, &err));
     EXPECT_NE(err.find("sealed"), std::string::npos) << err;
     EXPECT_FALSE(Segment::attach_pid(::getpid(), 9999, &err));

@@ -1,0 +1,407 @@
+#include "preload/epoll_set.hpp"
+
+#include <errno.h>
+#include <time.h>
+
+#include <algorithm>
+#include <cstdint>
+#include <memory>
+#include <mutex>
+#include <unordered_map>
+#include <unordered_set>
+#include <vector>
+
+#include "preload/accel.hpp"
+#include "preload/fd_table.hpp"
+#include "preload/real.hpp"
+#include "preload/runtime.hpp"
+#include "preload/socket.hpp"
+
+namespace sdx::ep {
+
+namespace {
+
+// The events whose readiness the engine decides; EPOLLERR and EPOLLHUP are always reported.
+constexpr std::uint32_t kReadiness =
+    EPOLLIN | EPOLLPRI | EPOLLOUT | EPOLLRDNORM | EPOLLRDBAND | EPOLLWRNORM | EPOLLWRBAND | EPOLLRDHUP;
+// What the kernel accepts together with EPOLLEXCLUSIVE (fs/eventpoll.c).
+constexpr std::uint32_t kExclusiveOk = EPOLLIN | EPOLLOUT | EPOLLERR | EPOLLHUP | EPOLLWAKEUP | EPOLLET | EPOLLEXCLUSIVE;
+
+struct Entry {
+    int fd;
+    Socket* sock;                // sockets are type-stable; socket_closing() removes the entry
+    epoll_event app;             // what the application registered
+    bool managed = false;        // the kernel holds the shim's registration (doorbells), not the app's
+    bool disabled = false;       // EPOLLONESHOT fired; waits for EPOLL_CTL_MOD
+    std::uint64_t seen_gen = ~0ull;  // edge-triggered: the connection generation last reported
+
+    std::uint64_t key() const noexcept { return reinterpret_cast<std::uint64_t>(this); }
+};
+
+// One epoll fd's registrations of tracked sockets.  Sets are never freed, only reused, so a
+// thread that found one in the table may take a reference even while another closes the fd.
+struct Set {
+    std::atomic<int> refs{0};  // fd numbers naming this set, plus waits in progress
+    int ep = -1;
+    std::mutex mu;
+    std::unordered_map<int, std::unique_ptr<Entry>> by_fd;
+    std::unordered_set<std::uint64_t> keys;  // kernel data of managed entries
+    std::vector<Entry*> managed;             // scanned by every wait
+    std::uint64_t convert_seen = 0;
+    std::size_t rotate = 0;                  // where the next scan starts (fairness at maxevents)
+};
+
+constinit FdTable<Set> g_sets;
+std::mutex g_all_mu;
+std::vector<Set*>* g_all = nullptr;           // every Set ever made (under g_all_mu)
+std::atomic<std::uint64_t> g_convert{0};      // bumped by socket_connecting()
+
+bool try_ref(Set* s) noexcept {
+    int n = s->refs.load(std::memory_order_acquire);
+    while (n > 0)
+        if (s->refs.compare_exchange_weak(n, n + 1, std::memory_order_acq_rel)) return true;
+    return false;
+}
+
+void drop_entry(Set* set, Entry* e, bool kernel_del) noexcept {
+    if (kernel_del && e->managed) real::epoll_ctl(set->ep, EPOLL_CTL_DEL, e->fd, nullptr);
+    if (e->managed) {
+        set->keys.erase(e->key());
+        set->managed.erase(std::find(set->managed.begin(), set->managed.end(), e));
+    }
+    e->sock->epoll_regs.fetch_sub(1, std::memory_order_relaxed);
+    set->by_fd.erase(e->fd);  // frees e
+}
+
+void unref(Set* s) noexcept {
+    if (s->refs.fetch_sub(1, std::memory_order_acq_rel) != 1) return;
+    std::lock_guard<std::mutex> lk(s->mu);
+    while (!s->by_fd.empty()) drop_entry(s, s->by_fd.begin()->second.get(), false);  // the kernel set is gone
+    s->ep = -1;
+}
+
+// The Set of epoll fd `ep` with a reference held, or nullptr.
+Set* acquire(int ep) noexcept {
+    Set* s = g_sets.get(ep);
+    if (!s || !try_ref(s)) return nullptr;
+    if (g_sets.get(ep) != s) {
+        unref(s);
+        return nullptr;
+    }
+    return s;
+}
+
+// The Set of `ep`, made on first use; referenced.
+Set* acquire_or_make(int ep) {
+    if (Set* s = acquire(ep)) return s;
+    std::lock_guard<std::mutex> lk(g_all_mu);
+    if (Set* s = acquire(ep)) return s;  // another thread made it
+    if (!g_all) g_all = new std::vector<Set*>;
+    Set* fresh = nullptr;
+    for (Set* s : *g_all) {
+        std::lock_guard<std::mutex> sl(s->mu);
+        if (s->refs.load(std::memory_order_acquire) == 0 && s->ep == -1) {
+            fresh = s;
+            break;
+        }
+    }
+    if (!fresh) {
+        fresh = new Set;
+        g_all->push_back(fresh);
+    }
+    fresh->ep = ep;
+    fresh->convert_seen = g_convert.load(std::memory_order_acquire);
+    fresh->refs.store(2, std::memory_order_release);  // the table's and the caller's
+    if (g_sets.exchange(ep, fresh) == fresh) {  // no page for the table: cannot keep a set
+        fresh->refs.store(0, std::memory_order_release);
+        fresh->ep = -1;
+        return nullptr;
+    }
+    return fresh;
+}
+
+epoll_event kernel_registration(const Entry& e) noexcept {
+    epoll_event k{};
+    // Edge-triggered: a doorbell is one wakeup, and a peer gone for good (EOF on the kernel socket)
+    // does not keep waking the set.  EPOLLEXCLUSIVE allows no EPOLLRDHUP.
+    k.events = EPOLLIN | EPOLLET | (e.app.events & (EPOLLEXCLUSIVE | EPOLLWAKEUP));
+    if (!(e.app.events & EPOLLEXCLUSIVE)) k.events |= EPOLLRDHUP;
+    k.data.u64 = e.key();
+    return k;
+}
+
+// Moves an entry between the application's kernel registration and the shim's.
+bool set_managed(Set* set, Entry* e, bool managed) noexcept {
+    if (e->managed == managed) return true;
+    epoll_event k = managed ? kernel_registration(*e) : e->app;
+    if (!managed && e->disabled) k.events = 0;  // a fired EPOLLONESHOT stays quiet until MOD
+    if (real::epoll_ctl(set->ep, EPOLL_CTL_MOD, e->fd, &k) != 0) return false;
+    e->managed = managed;
+    if (managed) {
+        set->keys.insert(e->key());
+        set->managed.push_back(e);
+    } else {
+        set->keys.erase(e->key());
+        set->managed.erase(std::find(set->managed.begin(), set->managed.end(), e));
+    }
+    return true;
+}
+
+accel::Conn* conn_of(const Entry* e) noexcept { return e->sock->conn.load(std::memory_order_acquire); }
+
+// Takes over registrations of sockets that connect()ed after epoll_ctl, and gives back those
+// whose connection settled on kernel TCP.  Caller holds set->mu.
+void reconcile(Set* set) {
+    std::uint64_t conv = g_convert.load(std::memory_order_acquire);
+    if (conv != set->convert_seen) {
+        set->convert_seen = conv;
+        for (auto& [fd, e] : set->by_fd) {
+            accel::Conn* c = conn_of(e.get());
+            if (!e->managed && c && c->state.load(std::memory_order_acquire) != accel::State::Kernel)
+                set_managed(set, e.get(), true);
+        }
+    }
+    for (std::size_t i = 0; i < set->managed.size();) {
+        Entry* e = set->managed[i];
+        accel::Conn* c = conn_of(e);
+        if (c && c->state.load(std::memory_order_acquire) == accel::State::Kernel && set_managed(set, e, false)) continue;
+        ++i;
+    }
+}
+
+// Reports managed entries that are ready, as the kernel would.  Caller holds set->mu.
+int scan(Set* set, epoll_event* out, int max, bool* pending) noexcept {
+    int n = 0;
+    std::size_t count = set->managed.size();
+    std::size_t start = count ? set->rotate % count : 0;
+    for (std::size_t k = 0; k < count && n < max; ++k) {
+        Entry* e = set->managed[(start + k) % count];
+        if (e->disabled) continue;
+        accel::Conn* c = conn_of(e);
+        if (!c) continue;  // closing
+        std::uint64_t gen = 0;
+        auto want = static_cast<short>(e->app.events & kReadiness);
+        unsigned m = static_cast<unsigned short>(accel::poll_events(c, e->fd, want, &gen));
+        if (c->state.load(std::memory_order_acquire) == accel::State::Pending) *pending = true;
+        if (m == 0) continue;
+        if ((e->app.events & EPOLLET) && gen == e->seen_gen) continue;  // no new edge
+        e->seen_gen = gen;
+        if (e->app.events & EPOLLONESHOT) e->disabled = true;
+        out[n].events = m;
+        out[n].data = e->app.data;
+        ++n;
+        set->rotate = (start + k + 1) % count;
+    }
+    return n;
+}
+
+// Before sleeping: every managed connection's peer rings the kernel socket at its next message.
+// True when something arrived meanwhile (look again instead of sleeping).  Caller holds set->mu.
+bool arm_all(Set* set) noexcept {
+    bool raced = false;
+    for (Entry* e : set->managed)
+        if (accel::Conn* c = conn_of(e); c && !e->disabled && accel::arm(c, e->fd)) raced = true;
+    return raced;
+}
+
+// Removes the kernel's events for managed entries (doorbells) from `ev`, taking their bytes away.
+// Returns how many events are left; *rang tells whether a doorbell was among them.
+int filter(Set* set, epoll_event* ev, int n, bool* rang) noexcept {
+    int kept = 0;
+    for (int i = 0; i < n; ++i) {
+        auto it = set->keys.find(ev[i].data.u64);
+        if (it == set->keys.end()) {
+            ev[kept++] = ev[i];
+            continue;
+        }
+        auto* e = reinterpret_cast<Entry*>(*it);
+        // A connection that went back to TCP (revert.hpp) has data there, not doorbells: the next
+        // round gives the kernel registration back to the application, and the kernel reports it.
+        if (accel::Conn* c = conn_of(e)) accel::drain_doorbells(c, e->fd);
+        *rang = true;
+    }
+    return kept;
+}
+
+long long now_ns() noexcept {
+    timespec ts;
+    ::clock_gettime(CLOCK_MONOTONIC, &ts);
+    return ts.tv_sec * 1000000000LL + ts.tv_nsec;
+}
+
+int kernel_wait(int ep, epoll_event* ev, int max, long long wait_ns, const sigset_t* mask) noexcept {
+    if (wait_ns < 0) return real::epoll_pwait(ep, ev, max, -1, mask);
+    timespec ts{static_cast<time_t>(wait_ns / 1000000000LL), static_cast<long>(wait_ns % 1000000000LL)};
+    int r = real::epoll_pwait2(ep, ev, max, &ts, mask);
+    if (r < 0 && errno == ENOSYS)  // kernels before 5.11: millisecond resolution, rounded up
+        r = real::epoll_pwait(ep, ev, max, static_cast<int>(std::min<long long>((wait_ns + 999999) / 1000000, INT32_MAX)), mask);
+    return r;
+}
+
+struct SetRef {
+    Set* s;
+    explicit SetRef(Set* p) : s(p) {}
+    ~SetRef() {
+        if (s) unref(s);
+    }
+    SetRef(const SetRef&) = delete;
+    SetRef& operator=(const SetRef&) = delete;
+};
+
+}  // namespace
+
+int ctl(int ep, int op, int fd, Socket* s, epoll_event* ev) noexcept {
+    try {
+        if (op == EPOLL_CTL_ADD) {
+            if (!ev) return real::epoll_ctl(ep, op, fd, ev);  // EFAULT from the kernel
+            accel::Conn* c = s->conn.load(std::memory_order_acquire);
+            bool manage = c && c->state.load(std::memory_order_acquire) != accel::State::Kernel;
+            // A socket not yet connected may become accelerated later: keep its registration.
+            bool watch = !c && s->role.load(std::memory_order_relaxed) == SocketRole::Unknown;
+            if (!manage && !watch) return real::epoll_ctl(ep, op, fd, ev);
+            if ((ev->events & EPOLLEXCLUSIVE) && (ev->events & ~kExclusiveOk)) {
+                errno = EINVAL;
+                return -1;
+            }
+            auto e = std::make_unique<Entry>();
+            e->fd = fd;
+            e->sock = s;
+            e->app = *ev;
+            epoll_event k = manage ? kernel_registration(*e) : *ev;
+            if (real::epoll_ctl(ep, op, fd, &k) != 0) return -1;
+            SetRef set(acquire_or_make(ep));
+            if (!set.s) {  // cannot keep a set: the plain registration is the best there is
+                if (manage) real::epoll_ctl(ep, EPOLL_CTL_MOD, fd, ev);
+                return 0;
+            }
+            std::lock_guard<std::mutex> lk(set.s->mu);
+            s->epoll_regs.fetch_add(1, std::memory_order_relaxed);
+            Entry* raw = e.get();
+            set.s->by_fd[fd] = std::move(e);
+            if (manage) {
+                raw->managed = true;
+                set.s->keys.insert(raw->key());
+                set.s->managed.push_back(raw);
+            }
+            return 0;
+        }
+        SetRef set(acquire(ep));
+        if (!set.s) return real::epoll_ctl(ep, op, fd, ev);
+        std::lock_guard<std::mutex> lk(set.s->mu);
+        auto it = set.s->by_fd.find(fd);
+        if (it == set.s->by_fd.end() || it->second->sock != s) return real::epoll_ctl(ep, op, fd, ev);
+        Entry* e = it->second.get();
+        if (op == EPOLL_CTL_DEL) {
+            if (real::epoll_ctl(ep, op, fd, ev) != 0) return -1;
+            drop_entry(set.s, e, false);
+            return 0;
+        }
+        if (op != EPOLL_CTL_MOD || !ev) return real::epoll_ctl(ep, op, fd, ev);  // EINVAL, EFAULT
+        if (!e->managed) {
+            if (real::epoll_ctl(ep, op, fd, ev) != 0) return -1;
+            e->app = *ev;
+            return 0;
+        }
+        if ((ev->events | e->app.events) & EPOLLEXCLUSIVE) {  // the kernel refuses MOD of these
+            errno = EINVAL;
+            return -1;
+        }
+        e->app = *ev;
+        e->disabled = false;
+        e->seen_gen = ~0ull;  // MOD reports the current state, as the kernel's does
+        return 0;
+    } catch (...) {
+        errno = ENOMEM;
+        return -1;
+    }
+}
+
+int wait(int ep, epoll_event* ev, int max, long long timeout_ns, const sigset_t* mask) noexcept {
+    if (max <= 0 || !ev) return -2;  // the kernel's EINVAL/EFAULT
+    SetRef set(acquire(ep));
+    if (!set.s) return -2;
+    long long deadline = timeout_ns < 0 ? -1 : now_ns() + timeout_ns;
+    auto left = [&] { return deadline < 0 ? -1 : std::max(0LL, deadline - now_ns()); };
+    try {
+        for (;;) {
+            bool pending = false, raced = false, plain = false;
+            int n = 0;
+            {
+                std::lock_guard<std::mutex> lk(set.s->mu);
+                // Nothing accelerated in this set (any more): the kernel answers alone.
+                plain = set.s->managed.empty() && g_convert.load(std::memory_order_acquire) == set.s->convert_seen;
+                if (!plain) {
+                    reconcile(set.s);
+                    n = scan(set.s, ev, max, &pending);
+                    // A wait that may sleep arms the doorbells first; a zero timeout only looks.
+                    if (n == 0 && timeout_ns != 0) raced = arm_all(set.s);
+                }
+            }
+            if (plain) return kernel_wait(ep, ev, max, left(), mask);
+            if (n > 0) {
+                // Engine-ready sockets first, then whatever the kernel has for the others now.
+                int k = kernel_wait(ep, ev + n, max - n, 0, mask);
+                if (k <= 0) return n;
+                bool rang = false;
+                std::lock_guard<std::mutex> lk(set.s->mu);
+                return n + filter(set.s, ev + n, k, &rang);
+            }
+            if (raced) continue;
+            long long wait_ns = left();
+            // A connection still waiting for its peer's decision has no doorbell: look again soon.
+            if (pending && (wait_ns < 0 || wait_ns > 1000000)) wait_ns = 1000000;
+            int k = kernel_wait(ep, ev, max, wait_ns, mask);
+            if (k < 0) return k;
+            bool rang = false;
+            {
+                std::lock_guard<std::mutex> lk(set.s->mu);
+                k = filter(set.s, ev, k, &rang);
+                if (k > 0) return k + scan(set.s, ev + k, max - k, &pending);
+            }
+            // A doorbell: the engine decides what it brought (maybe nothing: then sleep again).
+            if (!rang && deadline >= 0 && now_ns() >= deadline) return 0;
+        }
+    } catch (...) {
+        errno = ENOMEM;
+        return -1;
+    }
+}
+
+void socket_closing(Socket* s) noexcept {
+    if (s->epoll_regs.load(std::memory_order_relaxed) == 0) return;
+    std::lock_guard<std::mutex> lk(g_all_mu);
+    if (!g_all) return;
+    for (Set* set : *g_all) {
+        std::lock_guard<std::mutex> sl(set->mu);
+        if (set->ep < 0) continue;
+        std::vector<Entry*> mine;
+        for (auto& [fd, e] : set->by_fd)
+            if (e->sock == s) mine.push_back(e.get());
+        // The fd is still open: the shim's kernel registration goes first, so no doorbell can
+        // arrive for an entry that no longer exists.
+        for (Entry* e : mine) drop_entry(set, e, true);
+    }
+}
+
+void fd_closing(int fd) noexcept {
+    if (g_sets.get(fd) == nullptr) return;
+    if (Set* s = g_sets.exchange(fd, nullptr)) unref(s);
+}
+
+void fds_closing(unsigned first, unsigned last) noexcept {
+    g_sets.for_each(first, last, [](int fd, Set*) { fd_closing(fd); });
+}
+
+void fd_duplicated(int oldfd, int newfd) noexcept {
+    Set* s = acquire(oldfd);  // becomes the table's reference for newfd
+    if (!s && !g_sets.get(newfd)) return;
+    // What newfd named before is gone (dup2 closed it).  When the table could not store s, the
+    // exchange hands s back, and dropping it is right too.
+    if (Set* old = g_sets.exchange(newfd, s)) unref(old);
+}
+
+void socket_connecting(Socket* s) noexcept {
+    if (s->epoll_regs.load(std::memory_order_relaxed) > 0) g_convert.fetch_add(1, std::memory_order_acq_rel);
+}
+
+}  // namespace sdx::ep
