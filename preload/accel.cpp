@@ -19,6 +19,7 @@
 #include "common/log.hpp"
 #include "preload/real.hpp"
 #include "preload/rendezvous.hpp"
+#include "preload/restart.hpp"
 #include "preload/runtime.hpp"
 #include "preload/revert.hpp"
 
@@ -162,16 +163,16 @@ void check_peer(Conn* c, int fd) {
     pollfd p{fd, POLLRDHUP, 0};
     if (real::poll(&p, 1, 0) == 1 && (p.revents & (POLLRDHUP | POLLHUP | POLLERR))) {
         feed(c);  // what it sent before it went (its DisConn, maybe) comes first
-        c->eng->on_transport_down();
+        c->eng->on_transport_down(c->ch->peer_took_everything());
         c->gen.fetch_add(1, std::memory_order_relaxed);
     }
 }
 
 // Sleeps until the peer posts, a signal arrives (false), or a slice passes.
-bool wait_peer(Conn* c, int fd, std::unique_lock<std::mutex>& lk) {
+bool wait_peer(Conn* c, int fd, std::unique_lock<std::mutex>& lk, long long slice_ns = 50000000LL) {
     long long spin = opt(conf::Opt::spin);
     lk.unlock();
-    bool ok = c->ch->wait(spin, 50000000LL);
+    bool ok = c->ch->wait(spin, slice_ns);
     lk.lock();
     if (ok && !c->ch->incoming()) check_peer(c, fd);
     return ok;
@@ -198,9 +199,14 @@ constexpr long kGivenBack = -1000000;
 
 // Runs an engine operation to its end: feed the channel, progress, sleep when nothing moves;
 // a signal cancels what can be cancelled and waits at most cancel_timeout for the peer's answer.
+// `timeout_ns` > 0 (SO_RCVTIMEO/SO_SNDTIMEO) ends the wait like a signal, with EAGAIN when no byte
+// moved; with such a timeout a signal is EINTR even under SA_RESTART, as in the kernel.
 template <typename Progress, typename Interrupt>
-long drive_op(Conn* c, int fd, std::unique_lock<std::mutex>& lk, proto::OpResult r, Progress progress, Interrupt interrupt) {
+long drive_op(Conn* c, int fd, std::unique_lock<std::mutex>& lk, proto::OpResult r, Progress progress, Interrupt interrupt,
+              long long timeout_ns = 0) {
     long long cancel_deadline = 0;
+    long long deadline = timeout_ns > 0 ? now_ns() + timeout_ns : 0;
+    bool timed_out = false, signalled = false;
     while (r.status == proto::Status::Pending) {
         if (given_back(c)) return kGivenBack;
         int fed = feed(c);
@@ -212,11 +218,24 @@ long drive_op(Conn* c, int fd, std::unique_lock<std::mutex>& lk, proto::OpResult
             r = progress();
             continue;
         }
-        if (!wait_peer(c, fd, lk) && !cancel_deadline) {
+        long long slice = 50000000LL;
+        if (deadline && !cancel_deadline) {
+            long long left = deadline - now_ns();
+            if (left <= 0) {
+                timed_out = true;
+                cancel_deadline = now_ns() + opt(conf::Opt::cancel_timeout);
+                r = interrupt();
+                continue;
+            }
+            slice = std::min(slice, left);
+        }
+        if (!wait_peer(c, fd, lk, slice) && !cancel_deadline) {
+            signalled = true;
             cancel_deadline = now_ns() + opt(conf::Opt::cancel_timeout);
             r = interrupt();
         }
     }
+    if (r.result == -proto::Engine::kErestart && deadline) return timed_out && !signalled ? -EAGAIN : -EINTR;
     return r.result;
 }
 
@@ -233,7 +252,16 @@ void attach_channel(Conn* c, shm::Segment seg, int side, pid_t peer, int fd) {
     c->ch = std::make_unique<shm::Channel>(std::move(seg), side, peer);
     c->ch->set_socket_doorbell(ring_socket, fd);
     c->ch->arm_socket_doorbell();  // an application may wait in poll/epoll before its first read
-    c->eng = std::make_unique<proto::Engine>(params(), *c->ch);
+    proto::Params p = params();
+    int inl = 0;
+    socklen_t len = sizeof inl;
+    p.oob_inline = real::getsockopt(fd, SOL_SOCKET, SO_OOBINLINE, &inl, &len) == 0 && inl != 0;  // set before connect/accept
+    for (int which : {SO_RCVTIMEO, SO_SNDTIMEO}) {  // likewise (accepted sockets inherit the listener's)
+        timeval tv{};
+        socklen_t tl = sizeof tv;
+        if (real::getsockopt(fd, SOL_SOCKET, which, &tv, &tl) == 0) set_timeout(c, which, tv);
+    }
+    c->eng = std::make_unique<proto::Engine>(p, *c->ch);
 }
 
 std::atomic<int> g_live{0};
@@ -425,9 +453,16 @@ ssize_t send(Socket* s, int fd, const iovec* iov, int cnt, int flags, bool* hand
         std::size_t want = iov_bytes(iov, cnt);
         auto attempt = [&](const iovec* v, int n) {
             return drive_op(c, fd, lk, e.start_send({v, static_cast<std::size_t>(n)}, flags & MSG_OOB, nb),
-                            [&] { return e.progress_send(); }, [&] { return e.interrupt_send(); });
+                            [&] { return e.progress_send(); }, [&] { return e.interrupt_send(); },
+                            c->sndtimeo_ns.load(std::memory_order_relaxed));
         };
+        // Interrupted before any byte went: restarted when the handler asked for SA_RESTART.
+        unsigned mark = sig::mark();
         long r = attempt(iov, cnt);
+        while (r == -proto::Engine::kErestart && sig::should_restart(mark)) {
+            mark = sig::mark();
+            r = attempt(iov, cnt);
+        }
         while (nb && (r == -EAGAIN || (r >= 0 && static_cast<std::size_t>(r) < want))) {
             // Out of credits: the peer's next message (its credit update) must ring the kernel
             // socket, so that an application waiting in epoll or poll for POLLOUT wakes up.  What
@@ -470,6 +505,17 @@ ssize_t send(Socket* s, int fd, const iovec* iov, int cnt, int flags, bool* hand
 }
 
 ssize_t recv(Socket* s, int fd, const iovec* iov, int cnt, int flags, bool* handled) noexcept {
+    // TCP semantics the engine does not model: a zero-length read still waits for data (the
+    // kernel's target is one byte) and returns 0; MSG_TRUNC discards instead of copying (the
+    // buffer may be NULL).
+    std::size_t want = iov_bytes(iov, cnt);
+    if (want == 0 || (flags & MSG_TRUNC)) {
+        static thread_local char scratch[64 * 1024];
+        iovec v{scratch, want == 0 ? 1 : std::min(want, sizeof scratch)};
+        int f = (flags & ~MSG_TRUNC) | (want == 0 ? MSG_PEEK : 0);
+        ssize_t r = recv(s, fd, &v, 1, f, handled);
+        return want == 0 && r > 0 ? 0 : r;
+    }
     Conn* c = nullptr;
     bool nb = false;
     if (!enter(s, fd, flags, &c, &nb, handled)) return *handled ? -1 : 0;
@@ -481,8 +527,18 @@ ssize_t recv(Socket* s, int fd, const iovec* iov, int cnt, int flags, bool* hand
         proto::Engine& e = *c->eng;
         int eflags = flags & (MSG_PEEK | MSG_WAITALL | MSG_OOB);
         feed(c);
-        long r = drive_op(c, fd, lk, e.start_recv({iov, static_cast<std::size_t>(cnt)}, eflags, nb),
-                          [&] { return e.progress_recv(); }, [&] { return e.interrupt_recv(); });
+        auto receive = [&] {
+            return drive_op(c, fd, lk, e.start_recv({iov, static_cast<std::size_t>(cnt)}, eflags, nb),
+                            [&] { return e.progress_recv(); }, [&] { return e.interrupt_recv(); },
+                            c->rcvtimeo_ns.load(std::memory_order_relaxed));
+        };
+        // Interrupted before any byte came: restarted when the handler asked for SA_RESTART.
+        unsigned mark = sig::mark();
+        long r = receive();
+        while (r == -proto::Engine::kErestart && sig::should_restart(mark)) {
+            mark = sig::mark();
+            r = receive();
+        }
         for (int retry = 0; r == -EAGAIN && retry < 2; ++retry) {
             // Nothing here.  From now on the peer rings the kernel socket (poll and epoll wait
             // there); what raced in before the arming, or a peer that went away, is taken now.
@@ -517,6 +573,9 @@ void shutdown(Conn* c, int fd, int how) noexcept {
 
 void release(Conn* c, int fd, bool linger_zero) noexcept {
     if (!c) return;
+    // A connection closed before its first call may have been accepted meanwhile: then it ends
+    // as an sdx connection does (DisConn), or the peer would take the kernel FIN for a dead peer.
+    if (c->state.load(std::memory_order_acquire) == State::Pending) settle(c, fd, false);
     State st = c->state.load(std::memory_order_acquire);
     if (st == State::Pending) {
         if (c->seg) {
@@ -562,6 +621,23 @@ bool ioctl(Conn* c, int fd, unsigned long request, int* value) noexcept {
     else if (request == SIOCATMARK) *value = c->eng->at_mark() ? 1 : 0;
     else return false;
     return true;
+}
+
+void move_fd(Conn* c, int fd) noexcept {
+    if (c->state.load(std::memory_order_acquire) != State::Accelerated) return;
+    std::lock_guard<std::mutex> lk(c->mu);
+    use_fd(c, fd);
+}
+
+void set_timeout(Conn* c, int which, const timeval& tv) noexcept {
+    long long ns = static_cast<long long>(tv.tv_sec) * 1000000000LL + tv.tv_usec * 1000LL;
+    (which == SO_RCVTIMEO ? c->rcvtimeo_ns : c->sndtimeo_ns).store(ns > 0 ? ns : 0, std::memory_order_relaxed);
+}
+
+void set_oob_inline(Conn* c, int fd, bool on) noexcept {
+    if (!settle(c, fd, false)) return;  // still undecided: attach_channel reads it from the socket
+    std::lock_guard<std::mutex> lk(c->mu);
+    c->eng->set_oob_inline(on);
 }
 
 bool take_error(Conn* c, int fd, int* err) noexcept {

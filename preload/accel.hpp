@@ -6,6 +6,7 @@
 
 #include <poll.h>
 #include <sys/socket.h>
+#include <sys/time.h>
 #include <sys/uio.h>
 
 #include <atomic>
@@ -46,6 +47,8 @@ struct Conn {
     std::atomic<bool> closed{false};
     std::atomic<std::uint64_t> gen{0};        // bumped by every arrival from the peer (epoll edges)
     std::uint64_t epoch = 0;                  // this process's latest claim on the connection (accel.cpp)
+    std::atomic<long long> rcvtimeo_ns{0};    // SO_RCVTIMEO / SO_SNDTIMEO (0: none)
+    std::atomic<long long> sndtimeo_ns{0};
 };
 
 // Whether sockets may be accelerated in this process (option `accelerate`).
@@ -74,6 +77,12 @@ void shutdown(Conn* c, int fd, int how) noexcept;
 void release(Conn* c, int fd, bool linger_zero) noexcept;
 // FIONREAD, SIOCATMARK.
 bool ioctl(Conn* c, int fd, unsigned long request, int* value) noexcept;
+// The socket's fd number closes while a call is in progress; `fd` (a private duplicate) stands in.
+void move_fd(Conn* c, int fd) noexcept;
+// SO_RCVTIMEO or SO_SNDTIMEO set by the application (the kernel accepted `tv`).
+void set_timeout(Conn* c, int which, const timeval& tv) noexcept;
+// SO_OOBINLINE set by the application.
+void set_oob_inline(Conn* c, int fd, bool on) noexcept;
 // SO_ERROR.
 bool take_error(Conn* c, int fd, int* err) noexcept;
 // fork(): the connection now has one more holder (the child); only the last close ends it.  Its

@@ -229,13 +229,15 @@ long long now_ns() noexcept {
     return ts.tv_sec * 1000000000LL + ts.tv_nsec;
 }
 
-int kernel_wait(int ep, epoll_event* ev, int max, long long wait_ns, const sigset_t* mask) noexcept {
-    if (wait_ns < 0) return real::epoll_pwait(ep, ev, max, -1, mask);
-    timespec ts{static_cast<time_t>(wait_ns / 1000000000LL), static_cast<long>(wait_ns % 1000000000LL)};
-    int r = real::epoll_pwait2(ep, ev, max, &ts, mask);
-    if (r < 0 && errno == ENOSYS)  // kernels before 5.11: millisecond resolution, rounded up
-        r = real::epoll_pwait(ep, ev, max, static_cast<int>(std::min<long long>((wait_ns + 999999) / 1000000, INT32_MAX)), mask);
-    return r;
+// The kernel wait, through the call the application made (its timeout resolution, its mask).
+int kernel_wait(int ep, epoll_event* ev, int max, long long wait_ns, const sigset_t* mask, Flavor how) noexcept {
+    int ms = wait_ns < 0 ? -1 : static_cast<int>(std::min<long long>((wait_ns + 999999) / 1000000, INT32_MAX));
+    if (how == Flavor::pwait2) {
+        timespec ts{static_cast<time_t>(wait_ns / 1000000000LL), static_cast<long>(wait_ns % 1000000000LL)};
+        return real::epoll_pwait2(ep, ev, max, wait_ns < 0 ? nullptr : &ts, mask);
+    }
+    if (how == Flavor::pwait) return real::epoll_pwait(ep, ev, max, ms, mask);
+    return real::epoll_wait(ep, ev, max, ms);
 }
 
 struct SetRef {
@@ -316,7 +318,7 @@ int ctl(int ep, int op, int fd, Socket* s, epoll_event* ev) noexcept {
     }
 }
 
-int wait(int ep, epoll_event* ev, int max, long long timeout_ns, const sigset_t* mask) noexcept {
+int wait(int ep, epoll_event* ev, int max, long long timeout_ns, const sigset_t* mask, Flavor how) noexcept {
     if (max <= 0 || !ev) return -2;  // the kernel's EINVAL/EFAULT
     SetRef set(acquire(ep));
     if (!set.s) return -2;
@@ -337,10 +339,10 @@ int wait(int ep, epoll_event* ev, int max, long long timeout_ns, const sigset_t*
                     if (n == 0 && timeout_ns != 0) raced = arm_all(set.s);
                 }
             }
-            if (plain) return kernel_wait(ep, ev, max, left(), mask);
+            if (plain) return kernel_wait(ep, ev, max, left(), mask, how);
             if (n > 0) {
                 // Engine-ready sockets first, then whatever the kernel has for the others now.
-                int k = kernel_wait(ep, ev + n, max - n, 0, mask);
+                int k = kernel_wait(ep, ev + n, max - n, 0, mask, how);
                 if (k <= 0) return n;
                 bool rang = false;
                 std::lock_guard<std::mutex> lk(set.s->mu);
@@ -350,7 +352,7 @@ int wait(int ep, epoll_event* ev, int max, long long timeout_ns, const sigset_t*
             long long wait_ns = left();
             // A connection still waiting for its peer's decision has no doorbell: look again soon.
             if (pending && (wait_ns < 0 || wait_ns > 1000000)) wait_ns = 1000000;
-            int k = kernel_wait(ep, ev, max, wait_ns, mask);
+            int k = kernel_wait(ep, ev, max, wait_ns, mask, how);
             if (k < 0) return k;
             bool rang = false;
             {

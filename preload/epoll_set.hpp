@@ -27,8 +27,9 @@ namespace sdx::ep {
 // epoll_ctl on an epoll fd for a tracked socket `s` (never nullptr).  Returns the call's result.
 int ctl(int ep, int op, int fd, Socket* s, epoll_event* ev) noexcept;
 // epoll_wait and friends.  timeout_ns < 0: no limit.  Returns -2 when `ep` has no Set (the caller
-// passes through).
-int wait(int ep, epoll_event* ev, int max, long long timeout_ns, const sigset_t* mask) noexcept;
+// passes through).  `how` is the call the application made: the kernel wait uses the same one.
+enum class Flavor { wait, pwait, pwait2 };
+int wait(int ep, epoll_event* ev, int max, long long timeout_ns, const sigset_t* mask, Flavor how) noexcept;
 // A socket's last fd is closing: its registrations go (the kernel drops its own at the close).
 void socket_closing(Socket* s) noexcept;
 // An fd is closing: if it is an epoll fd with a Set, the Set goes with it.

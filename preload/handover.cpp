@@ -123,6 +123,11 @@ const char* prepare_exec(const char* path, char* const* envp, char* buf, std::si
     if (!any_live()) return nullptr;
     Group groups[kMaxConns];
     int ng = 0;
+    // Connections still waiting for their listener's decision are decided now, once.
+    g_fds.for_each(0, ~0u >> 1, [&](int fd, Socket* s) {
+        Conn* c = s->conn.load(std::memory_order_acquire);
+        if (c && c->state.load(std::memory_order_acquire) == State::Pending) settle(c, fd, true);
+    });
     g_fds.for_each(0, ~0u >> 1, [&](int fd, Socket* s) {
         Conn* c = s->conn.load(std::memory_order_acquire);
         if (!c || c->state.load(std::memory_order_acquire) != State::Accelerated) return;
@@ -178,6 +183,10 @@ const char* prepare_exec(const char* path, char* const* envp, char* buf, std::si
                     len += k;
                     g_exec_segfds[g_exec_nsegfds++] = sfd;
                     handed = any = true;
+                    // A vfork child shares our memory and was never counted: the new program is
+                    // one more holder (fork() counted a forked child already).
+                    if (::getpid() != g_rt.pid)
+                        g.c->ch->segment().rendezvous()->holders[g.c->ch->side()].fetch_add(1, std::memory_order_acq_rel);
                 } else {
                     real::close(sfd);
                 }
@@ -186,6 +195,23 @@ const char* prepare_exec(const char* path, char* const* envp, char* buf, std::si
         if (!handed) give_back_for_exec(g.c, first);
     }
     return any ? buf : nullptr;
+}
+
+void before_spawn(bool any) noexcept {
+    if (!any_live()) return;
+    g_fds.for_each(0, ~0u >> 1, [&](int fd, Socket* s) {
+        Conn* c = s->conn.load(std::memory_order_acquire);
+        if (!c) return;
+        int fl = real::fcntl(fd, F_GETFD, 0);
+        if (fl < 0 || (!any && (fl & FD_CLOEXEC))) return;
+        if (c->state.load(std::memory_order_acquire) == State::Pending) settle(c, fd, true);
+        std::lock_guard<std::mutex> lk(c->mu);
+        if (c->state.load(std::memory_order_acquire) != State::Accelerated) return;
+        if (give_back(c, fd, false))
+            note_fallback(Fallback::Exec);
+        else
+            log::info("fd {}: posix_spawn child may inherit this sdx connection, which is in use: it stays accelerated here", fd);
+    });
 }
 
 void exec_failed() noexcept {

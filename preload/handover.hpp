@@ -20,6 +20,11 @@ namespace sdx::accel {
 // inherits.  Returns the LIBSDX_HANDOVER=... entry to add to the environment (written into `buf`),
 // or nullptr.  No malloc (this may run in a vfork child).
 const char* prepare_exec(const char* path, char* const* envp, char* buf, std::size_t size) noexcept;
+// posix_spawn: the child execs inside the C library, out of the shim's reach, and file actions
+// may hand it any socket (`any` true): fresh connections it may inherit go back to TCP, so that
+// parent and child both see the kernel socket.  One already in use stays accelerated in the parent
+// (a child that touches an inherited copy of it would read doorbells: said in the log).
+void before_spawn(bool any) noexcept;
 // exec failed: the current image goes on with its connections; the segment fds opened go.
 void exec_failed() noexcept;
 // At start-up: takes over the connections the previous image handed over (LIBSDX_HANDOVER).

@@ -33,13 +33,13 @@ SDX_EXPORT int epoll_ctl(int ep, int op, int fd, epoll_event* ev) noexcept {
 
 SDX_EXPORT int epoll_wait(int ep, epoll_event* ev, int max, int timeout) {
     count(Call::epoll_wait);
-    int r = ep::wait(ep, ev, max, ms_ns(timeout), nullptr);
+    int r = ep::wait(ep, ev, max, ms_ns(timeout), nullptr, ep::Flavor::wait);
     return r != -2 ? r : real::epoll_wait(ep, ev, max, timeout);
 }
 
 SDX_EXPORT int epoll_pwait(int ep, epoll_event* ev, int max, int timeout, const sigset_t* mask) {
     count(Call::epoll_pwait);
-    int r = ep::wait(ep, ev, max, ms_ns(timeout), mask);
+    int r = ep::wait(ep, ev, max, ms_ns(timeout), mask, ep::Flavor::pwait);
     return r != -2 ? r : real::epoll_pwait(ep, ev, max, timeout, mask);
 }
 
@@ -48,6 +48,6 @@ SDX_EXPORT int epoll_pwait2(int ep, epoll_event* ev, int max, const timespec* ti
     // An invalid timespec is the kernel's EINVAL to report.
     if (timeout && (timeout->tv_sec < 0 || timeout->tv_nsec < 0 || timeout->tv_nsec >= 1000000000L))
         return real::epoll_pwait2(ep, ev, max, timeout, mask);
-    int r = ep::wait(ep, ev, max, timeout ? timeout->tv_sec * 1000000000LL + timeout->tv_nsec : -1, mask);
+    int r = ep::wait(ep, ev, max, timeout ? timeout->tv_sec * 1000000000LL + timeout->tv_nsec : -1, mask, ep::Flavor::pwait2);
     return r != -2 ? r : real::epoll_pwait2(ep, ev, max, timeout, mask);
 }

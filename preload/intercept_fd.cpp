@@ -20,11 +20,17 @@ using namespace sdx;
 
 namespace {
 
-// dup-like calls: newfd (>= 0 on success) now refers to what oldfd refers to.
+void last_close(int fd, Socket* s) noexcept;
+
+// dup-like calls: newfd (>= 0 on success) now refers to what oldfd refers to.  `target` is the
+// fd dup2/dup3 will replace (-1 for dup and F_DUPFD): when it is the last fd of a socket, that
+// socket is closed as close() would (an sdx connection ends with DisConn, not as a dead peer).
 template <typename Dup>
-int dup_like(int oldfd, Call c, Dup&& do_dup) noexcept {
+int dup_like(int oldfd, Call c, Dup&& do_dup, int target = -1) noexcept {
     Socket* s = acquire(oldfd);
     if (s) count(c);
+    if (target >= 0 && target != oldfd && real::fcntl(oldfd, F_GETFD, 0) != -1)
+        if (Socket* old = tracked(target); old && old != s) last_close(target, old);
     int r = do_dup();
     if (r >= 0) {
         int saved = errno;
@@ -59,7 +65,40 @@ int fcntl_common(int fd, int cmd, unsigned long arg, Call c,
 // The last fd of a socket in this process is closing: end its sdx connection (or drop this
 // process's hold on it) and its listener rendezvous, while the fd is still open.
 void last_close(int fd, Socket* s) noexcept {
-    if (s->refs.load(std::memory_order_acquire) != 1) return;  // a dup, or a call in flight, keeps it
+    if (s->fd_refs.load(std::memory_order_acquire) != 1) return;  // another fd keeps it
+    if (s->conn.load(std::memory_order_acquire) && s->inflight.load(std::memory_order_acquire) > 0) {
+        // Another thread is inside a call on this socket.  In the kernel that call holds the file,
+        // so the socket lives on (the peer sees no EOF) until it returns: keep the kernel socket
+        // open under a private fd, and let the last call out end it (call_done).
+        int saved = errno;
+        int keep = real::fcntl(fd, F_DUPFD_CLOEXEC, 0);
+        if (keep >= 0) {
+            if (accel::Conn* c = s->conn.load(std::memory_order_acquire)) accel::move_fd(c, keep);
+            s->deferred_fd.store(keep, std::memory_order_release);
+            if (s->inflight.load(std::memory_order_acquire) > 0 || s->deferred_fd.exchange(-1) != keep) {
+                errno = saved;
+                return;  // the call will end it (or already took it over)
+            }
+            real::close(keep);  // the call ended meanwhile: end it here
+        }
+        errno = saved;
+    }
+    end_socket(fd, s);
+}
+
+}  // namespace
+
+void sdx::call_done(Socket* s) noexcept {
+    if (s->inflight.fetch_sub(1, std::memory_order_acq_rel) != 1) return;
+    int keep = s->deferred_fd.exchange(-1, std::memory_order_acq_rel);
+    if (keep < 0) return;
+    int saved = errno;
+    end_socket(keep, s);
+    real::close(keep);
+    errno = saved;
+}
+
+void sdx::end_socket(int fd, Socket* s) noexcept {
     int saved = errno;
     ep::socket_closing(s);
     if (accel::Conn* c = s->conn.exchange(nullptr, std::memory_order_acq_rel)) {
@@ -76,7 +115,7 @@ void last_close(int fd, Socket* s) noexcept {
     errno = saved;
 }
 
-}  // namespace
+
 
 SDX_EXPORT int close(int fd) {
     if (Socket* s = tracked(fd)) {
@@ -110,12 +149,12 @@ SDX_EXPORT int dup(int fd) noexcept {
 
 SDX_EXPORT int dup2(int fd, int fd2) noexcept {
     if (fd == fd2) return real::dup2(fd, fd2);
-    return dup_like(fd, Call::dup2, [&] { return real::dup2(fd, fd2); });
+    return dup_like(fd, Call::dup2, [&] { return real::dup2(fd, fd2); }, fd2);
 }
 
 SDX_EXPORT int dup3(int fd, int fd2, int flags) noexcept {
     if (fd == fd2) return real::dup3(fd, fd2, flags);  // EINVAL from the kernel
-    return dup_like(fd, Call::dup3, [&] { return real::dup3(fd, fd2, flags); });
+    return dup_like(fd, Call::dup3, [&] { return real::dup3(fd, fd2, flags); }, fd2);
 }
 
 SDX_EXPORT int fcntl(int fd, int cmd, ...) {

@@ -2,7 +2,13 @@
 // A socket on the kernel path costs one table lookup here; an accelerated one (or one waiting for
 // its peer's decision) goes to accel::, which reports `handled` false when the socket turned out
 // to stay on kernel TCP.
+#include <fcntl.h>
+#include <poll.h>
+#include <sys/ioctl.h>
 #include <sys/sendfile.h>
+#include <sys/stat.h>
+
+#include <algorithm>
 #include <sys/socket.h>
 #include <sys/uio.h>
 #include <errno.h>
@@ -37,8 +43,10 @@ bool via_accel(int fd, ssize_t* out, Fn fn) noexcept {
     Socket* s = acquire(fd);
     if (!s) return false;
     bool handled = false;
+    s->inflight.fetch_add(1, std::memory_order_acq_rel);
     ssize_t r = fn(s, &handled);
     int saved = errno;
+    call_done(s);
     s->unref();
     errno = saved;
     if (handled) *out = r;
@@ -91,6 +99,78 @@ ssize_t sendfile_accel(int out, int in, off64_t* offset, size_t n, bool* used) n
     }
     *used = true;
     return static_cast<ssize_t>(total);
+}
+
+// Free room in pipe `fd` (its capacity less what it holds).
+long pipe_room(int fd) noexcept {
+    int size = real::fcntl(fd, F_GETPIPE_SZ, 0), queued = 0;
+    if (size < 0 || real::ioctl(fd, FIONREAD, reinterpret_cast<unsigned long>(&queued)) != 0) return -1;
+    return std::max(0, size - queued);
+}
+
+// splice() with an accelerated socket at one end goes through a buffer.  Socket to pipe: peek at
+// most what the pipe has room for, write it, then consume exactly what was written, so a byte is
+// never lost between the two.  Pipe to socket: what was read from the pipe is sent in full.
+ssize_t splice_accel(int in, loff_t* off_in, int out, loff_t* off_out, size_t n, unsigned flags, bool* used) noexcept {
+    *used = false;
+    struct stat si {}, so {};
+    if (::fstat(in, &si) != 0 || ::fstat(out, &so) != 0) return 0;  // the kernel's EBADF
+    bool from_socket = maybe_accel(in);
+    // The kernel's argument rules: a pipe at one end, no offset on a socket or pipe.
+    if ((!S_ISFIFO(si.st_mode) && !S_ISFIFO(so.st_mode)) || (from_socket && off_in) || (!from_socket && off_out)) return 0;
+    static thread_local char buf[64 * 1024];
+    if (n == 0) {
+        *used = true;
+        return 0;
+    }
+    if (from_socket) {
+        if (!S_ISFIFO(so.st_mode)) return 0;  // socket to socket: the kernel's EINVAL
+        for (;;) {
+            long room = pipe_room(out);
+            if (room < 0) return 0;
+            if (room == 0) {
+                *used = true;
+                if (flags & SPLICE_F_NONBLOCK) {
+                    errno = EAGAIN;
+                    return -1;
+                }
+                pollfd p{out, POLLOUT, 0};
+                if (real::poll(&p, 1, -1) < 0) return -1;
+                continue;
+            }
+            iovec v{buf, std::min({n, sizeof buf, static_cast<size_t>(room)})};
+            bool u = false;
+            ssize_t got = recv_iov(in, &v, 1, MSG_PEEK, &u);
+            if (!u) return 0;  // on kernel TCP after all
+            *used = true;
+            if (got <= 0) return got;
+            ssize_t put = real::write(out, buf, static_cast<size_t>(got));
+            if (put <= 0) return put;
+            iovec take{buf, static_cast<size_t>(put)};
+            return recv_iov(in, &take, 1, 0, &u);
+        }
+    }
+    size_t want = std::min(n, sizeof buf);
+    ssize_t got = off_in ? ::pread64(in, buf, want, *off_in) : real::read(in, buf, want);
+    *used = true;
+    if (got <= 0) return got;
+    if (off_in) *off_in += got;
+    for (ssize_t sent = 0; sent < got;) {
+        iovec v{buf + sent, static_cast<size_t>(got - sent)};
+        bool u = false;
+        ssize_t r = send_iov(out, &v, 1, MSG_NOSIGNAL, &u);
+        if (!u) r = real::send(out, buf + sent, static_cast<size_t>(got - sent), MSG_NOSIGNAL);
+        if (r < 0) {
+            if (errno == EINTR || errno == EAGAIN) {
+                pollfd p{out, POLLOUT, 0};
+                ::poll(&p, 1, -1);  // the shim's poll: readiness of the accelerated socket
+                continue;
+            }
+            return sent > 0 ? sent : -1;  // (what the pipe gave and the socket refused is lost, as with a failed splice)
+        }
+        sent += r;
+    }
+    return got;
 }
 
 void no_peer_address(sockaddr* addr, socklen_t* len) noexcept {
@@ -156,21 +236,19 @@ SDX_EXPORT ssize_t recvmsg(int fd, msghdr* msg, int flags) {
 SDX_EXPORT int recvmmsg(int fd, mmsghdr* vec, unsigned int n, int flags, timespec* timeout) {
     note(fd, Call::recvmmsg);
     if (!maybe_accel(fd) || !vec) return real::recvmmsg(fd, vec, n, flags, timeout);
-    // A stream has no datagrams: fill messages one by one; after the first, do not wait.
+    // As the kernel does for a stream: one recvmsg per message, each waiting as the socket and
+    // flags say (MSG_WAITFORONE: only the first); end of file fills every remaining message with
+    // 0 bytes; an error after the first message ends the call with what was received.
     unsigned int done = 0;
     for (; done < n; ++done) {
-        int f = done == 0 ? (flags & ~MSG_WAITFORONE) : (flags | MSG_DONTWAIT);
+        int f = flags & ~MSG_WAITFORONE;
         if ((flags & MSG_WAITFORONE) && done > 0) f |= MSG_DONTWAIT;
-        ssize_t r = recvmsg(fd, &vec[done].msg_hdr, f & ~MSG_WAITFORONE);
+        ssize_t r = recvmsg(fd, &vec[done].msg_hdr, f);
         if (r < 0) {
             if (done == 0) return -1;
             break;
         }
         vec[done].msg_len = static_cast<unsigned int>(r);
-        if (r == 0) {
-            ++done;
-            break;
-        }
     }
     return static_cast<int>(done);
 }
@@ -254,8 +332,9 @@ SDX_EXPORT ssize_t sendfile64(int out, int in, off64_t* offset, size_t n) noexce
 SDX_EXPORT ssize_t splice(int in, loff_t* off_in, int out, loff_t* off_out, size_t n, unsigned int flags) {
     note2(in, out, Call::splice);
     if (maybe_accel(in) || maybe_accel(out)) {
-        errno = EINVAL;  // not yet on accelerated sockets (kernel TCP would take it)
-        return -1;
+        bool used = false;
+        ssize_t r = splice_accel(in, off_in, out, off_out, n, flags, &used);
+        if (used) return r;
     }
     return real::splice(in, off_in, out, off_out, n, flags);
 }

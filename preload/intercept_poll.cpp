@@ -139,6 +139,9 @@ int poll_mixed(pollfd* fds, nfds_t n, long long timeout_ns, const sigset_t* mask
 
 long long ts_ns(const timespec* t) noexcept { return t ? t->tv_sec * 1000000000LL + t->tv_nsec : -1; }
 
+// A timeout the kernel refuses with EINVAL (ppoll, pselect): the call goes to the kernel as is.
+bool bad_timespec(const timespec* t) noexcept { return t && (t->tv_sec < 0 || t->tv_nsec < 0 || t->tv_nsec >= 1000000000L); }
+
 // select() through poll_mixed when an accelerated socket is in the sets.
 int select_mixed(int n, fd_set* r, fd_set* w, fd_set* e, long long timeout_ns, const sigset_t* mask, bool* used) noexcept {
     *used = false;
@@ -190,7 +193,7 @@ SDX_EXPORT int poll(pollfd* fds, nfds_t n, int timeout) {
 
 SDX_EXPORT int ppoll(pollfd* fds, nfds_t n, const timespec* timeout, const sigset_t* mask) {
     note_pollfds(fds, n, Call::ppoll);
-    if (any_accel(fds, n)) return poll_mixed(fds, n, ts_ns(timeout), mask);
+    if (!bad_timespec(timeout) && any_accel(fds, n)) return poll_mixed(fds, n, ts_ns(timeout), mask);
     return real::ppoll(fds, n, timeout, mask);
 }
 
@@ -203,13 +206,14 @@ SDX_EXPORT int __poll_chk(pollfd* fds, nfds_t n, int timeout, size_t fdslen) {
 
 SDX_EXPORT int __ppoll_chk(pollfd* fds, nfds_t n, const timespec* timeout, const sigset_t* mask, size_t fdslen) {
     note_pollfds(fds, n, Call::__ppoll_chk);
-    if (n <= fdslen / sizeof(pollfd) && any_accel(fds, n)) return poll_mixed(fds, n, ts_ns(timeout), mask);
+    if (n <= fdslen / sizeof(pollfd) && !bad_timespec(timeout) && any_accel(fds, n)) return poll_mixed(fds, n, ts_ns(timeout), mask);
     return real::__ppoll_chk(fds, n, timeout, mask, fdslen);
 }
 
 SDX_EXPORT int select(int n, fd_set* r, fd_set* w, fd_set* e, timeval* timeout) {
     count(Call::select);
-    if (n > 0 && n <= FD_SETSIZE) {
+    bool bad = timeout && (timeout->tv_sec < 0 || timeout->tv_usec < 0 || timeout->tv_usec >= 1000000);
+    if (n > 0 && n <= FD_SETSIZE && !bad) {
         bool used = false;
         long long t = timeout ? timeout->tv_sec * 1000000000LL + timeout->tv_usec * 1000LL : -1;
         long long start = now_ns();
@@ -228,7 +232,7 @@ SDX_EXPORT int select(int n, fd_set* r, fd_set* w, fd_set* e, timeval* timeout) 
 
 SDX_EXPORT int pselect(int n, fd_set* r, fd_set* w, fd_set* e, const timespec* timeout, const sigset_t* mask) {
     count(Call::pselect);
-    if (n > 0 && n <= FD_SETSIZE) {
+    if (n > 0 && n <= FD_SETSIZE && !bad_timespec(timeout)) {
         bool used = false;
         int rc = select_mixed(n, r, w, e, ts_ns(timeout), mask, &used);
         if (used) return rc;

@@ -55,13 +55,19 @@ SDX_EXPORT pid_t fork() noexcept {
     // (Skipped without any: every fork of a shell pays for this scan otherwise.)
     if (accel::any_live()) {
         try {
-            std::vector<accel::Conn*> conns;
-            g_fds.for_each(0, ~0u >> 1, [&](int, Socket* s) {
-                if (accel::Conn* c = s->conn.load(std::memory_order_acquire)) conns.push_back(c);
+            std::vector<std::pair<accel::Conn*, int>> conns;
+            g_fds.for_each(0, ~0u >> 1, [&](int fd, Socket* s) {
+                if (accel::Conn* c = s->conn.load(std::memory_order_acquire)) conns.emplace_back(c, fd);
             });
             std::sort(conns.begin(), conns.end());
-            conns.erase(std::unique(conns.begin(), conns.end()), conns.end());  // dup()ed fds share one
-            for (accel::Conn* c : conns) accel::add_holder(c);
+            // dup()ed fds share one connection
+            conns.erase(std::unique(conns.begin(), conns.end(), [](auto& a, auto& b) { return a.first == b.first; }), conns.end());
+            for (auto [c, fd] : conns) {
+                // A connection still waiting for the listener's decision is decided now, once:
+                // otherwise parent and child would each set it up from scratch.
+                accel::settle(c, fd, true);
+                accel::add_holder(c);
+            }
         } catch (...) {
         }
     }
@@ -187,6 +193,7 @@ SDX_EXPORT int execle(const char* path, const char* arg, ...) noexcept {
 SDX_EXPORT int posix_spawn(pid_t* pid, const char* path, const posix_spawn_file_actions_t* fa,
                            const posix_spawnattr_t* attr, char* const argv[], char* const envp[]) {
     count(Call::posix_spawn);
+    accel::before_spawn(fa != nullptr);
     SDX_EXEC_ENV(env_, envp);
     return real::posix_spawn(pid, path, fa, attr, argv, env_);
 }
@@ -194,6 +201,7 @@ SDX_EXPORT int posix_spawn(pid_t* pid, const char* path, const posix_spawn_file_
 SDX_EXPORT int posix_spawnp(pid_t* pid, const char* file, const posix_spawn_file_actions_t* fa,
                             const posix_spawnattr_t* attr, char* const argv[], char* const envp[]) {
     count(Call::posix_spawnp);
+    accel::before_spawn(fa != nullptr);
     SDX_EXEC_ENV(env_, envp);
     return real::posix_spawnp(pid, file, fa, attr, argv, env_);
 }

@@ -180,6 +180,12 @@ SDX_EXPORT int setsockopt(int fd, int level, int name, const void* value, sockle
     }
     int r = real::setsockopt(fd, level, name, value, len);
     if (r == 0 && nodelay) s->app_nodelay.store(*static_cast<const int*>(value) != 0, std::memory_order_relaxed);
+    if (r == 0 && level == SOL_SOCKET && (name == SO_RCVTIMEO || name == SO_SNDTIMEO) && value && len >= static_cast<socklen_t>(sizeof(timeval)))
+        if (accel::Conn* c = s->conn.load(std::memory_order_acquire)) accel::set_timeout(c, name, *static_cast<const timeval*>(value));
+    // SO_OOBINLINE changes what the engine does with the urgent byte (the kernel socket keeps the
+    // setting too, for connections set up later: accel reads it from there).
+    if (r == 0 && level == SOL_SOCKET && name == SO_OOBINLINE && value && len >= static_cast<socklen_t>(sizeof(int)))
+        if (accel::Conn* c = s->conn.load(std::memory_order_acquire)) accel::set_oob_inline(c, fd, *static_cast<const int*>(value) != 0);
     return r;
 }
 

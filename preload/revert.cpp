@@ -85,12 +85,13 @@ bool send_all(int fd, std::vector<iovec>& parts) {
 
 bool given_back(const Conn* c) noexcept { return c->ch && c->ch->revert_state() != 0; }
 
-bool give_back(Conn* c, int fd) noexcept {
+bool give_back(Conn* c, int fd, bool abort_if_used) noexcept {
     shm::Channel& ch = *c->ch;
     if (ch.revert_state() != 0) return true;  // another fd of this connection already did
     std::uint32_t me = static_cast<std::uint32_t>(ch.side()) << kSideShift;
     try {
         if (!ch.sent_nothing() || !ch.took_nothing() || !replayable(ch)) {
+            if (!abort_if_used) return false;
             log::warn("fd {}: exec with an sdx connection whose stream was already in use: it is reset "
                       "(the new program sees end of file, the peer ECONNRESET)", fd);
             if (c->eng) {

@@ -34,7 +34,8 @@ struct Conn;
 
 // The exec'ing side.  Caller holds c->mu; the connection is accelerated.  True when the stream
 // continues on TCP, false when it had to be aborted.
-bool give_back(Conn* c, int fd) noexcept;
+// With `abort_if_used` false, a connection already in use is left as it is (and false returned).
+bool give_back(Conn* c, int fd, bool abort_if_used = true) noexcept;
 // Whether the stream was returned to TCP by either side (caller holds c->mu).
 bool given_back(const Conn* c) noexcept;
 // Any process that finds the stream given back: finishes the switch (the peer of the exec'ing

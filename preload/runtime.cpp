@@ -107,6 +107,7 @@ bool seccomp_active() noexcept {
 
 void init() noexcept {
     real::resolve_all();
+    g_rt.pid = ::getpid();
     g_rt.program = program_invocation_short_name ? program_invocation_short_name : "";
     Dl_info dl{};
     if (::dladdr(reinterpret_cast<void*>(&init), &dl) && dl.dli_fname) g_rt.library_path = dl.dli_fname;
@@ -179,17 +180,24 @@ void track_new(int fd, int domain, SocketRole role, bool nonblocking, conf::Use 
     s->role.store(role, std::memory_order_relaxed);
     s->nonblocking.store(nonblocking, std::memory_order_relaxed);
     s->decision.store(decision, std::memory_order_relaxed);
+    s->fd_refs.store(1, std::memory_order_relaxed);
     Socket* old = g_fds.exchange(fd, s);
     if (old == s) {  // no memory for the table page
         s->unref();
         return;
     }
-    if (old) old->unref();  // a stale entry: that fd was closed behind our back
+    if (old) {  // a stale entry: that fd was closed behind our back
+        old->fd_refs.fetch_sub(1, std::memory_order_relaxed);
+        old->unref();
+    }
     g_rt.stats.sockets_tracked.fetch_add(1, std::memory_order_relaxed);
 }
 
 void untrack(int fd) noexcept {
-    if (Socket* s = g_fds.exchange(fd, nullptr)) s->unref();
+    if (Socket* s = g_fds.exchange(fd, nullptr)) {
+        s->fd_refs.fetch_sub(1, std::memory_order_relaxed);
+        s->unref();
+    }
 }
 
 void track_dup(int newfd, Socket* s) noexcept {
@@ -199,7 +207,11 @@ void track_dup(int newfd, Socket* s) noexcept {
         s->unref();
         return;
     }
-    if (old) old->unref();
+    if (s) s->fd_refs.fetch_add(1, std::memory_order_relaxed);
+    if (old) {
+        old->fd_refs.fetch_sub(1, std::memory_order_relaxed);
+        old->unref();
+    }
 }
 
 Socket* acquire(int fd) noexcept {
@@ -225,6 +237,9 @@ conf::Use decide(conf::Role role, const sockaddr* sa, socklen_t len) noexcept {
     return u;
 }
 
-void after_fork_child() noexcept { g_rt.stats.reset(); }
+void after_fork_child() noexcept {
+    g_rt.pid = ::getpid();
+    g_rt.stats.reset();
+}
 
 }  // namespace sdx

@@ -1,6 +1,8 @@
 // Process-wide state of the shim: configuration, the fd table, counters.
 #pragma once
 
+#include <sys/types.h>
+
 #include <atomic>
 #include <cstdint>
 #include <string_view>
@@ -56,6 +58,7 @@ struct Runtime {
     // path keeps to read, write, poll and futex, which every such filter that does socket I/O
     // allows, and gives up cross-memory attach (the peer then copies: SendSm).
     std::atomic<bool> sandboxed{false};
+    pid_t pid = 0;                         // this process (a vfork child differs: it shares our memory)
     const conf::Config* config = nullptr;  // set once before `active`, never freed
     const char* program = "";
     const char* library_path = nullptr;    // this libsdx.so, for exec=keep
@@ -87,6 +90,12 @@ void untrack(int fd) noexcept;
 void track_dup(int newfd, Socket* s) noexcept;
 // The socket behind fd with a reference held, or nullptr (dup family, which must not race close).
 Socket* acquire(int fd) noexcept;
+
+// The last fd of socket `s` is closing (or, for a close deferred while a call was in progress, its
+// kept kernel socket `fd`): the socket's sdx state ends (intercept_fd.cpp).
+void end_socket(int fd, Socket* s) noexcept;
+// An accelerated call on `s` ends: the last one out finishes a close that had to wait for it.
+void call_done(Socket* s) noexcept;
 
 // Rule decision for a socket; falls back to default_use.
 conf::Use decide(conf::Role role, const sockaddr* sa, socklen_t len) noexcept;

@@ -55,6 +55,9 @@ void reset(Socket* s) noexcept {
     s->listener = nullptr;
     s->app_nodelay.store(false, std::memory_order_relaxed);
     s->epoll_regs.store(0, std::memory_order_relaxed);
+    s->fd_refs.store(0, std::memory_order_relaxed);
+    s->inflight.store(0, std::memory_order_relaxed);
+    s->deferred_fd.store(-1, std::memory_order_relaxed);
     s->refs.store(1, std::memory_order_release);
 }
 

@@ -39,6 +39,9 @@ struct Socket {
     void* listener = nullptr;                 // a listener's rendezvous (rdv::Listener)
     std::atomic<bool> app_nodelay{false};     // TCP_NODELAY as the application set it
     std::atomic<int> epoll_regs{0};           // registrations in epoll sets the shim keeps (epoll_set.hpp)
+    std::atomic<int> fd_refs{0};              // fd numbers naming this socket in the fd table
+    std::atomic<int> inflight{0};             // accelerated calls in progress on it
+    std::atomic<int> deferred_fd{-1};         // closed while a call was in progress: the kernel socket, kept
 
     void ref() noexcept { refs.fetch_add(1, std::memory_order_relaxed); }
     // Takes a reference unless the socket is already being freed.

@@ -448,10 +448,11 @@ void Engine::on_rdma_done(OpId op, bool ok) {
     }
 }
 
-void Engine::on_transport_down() {
+void Engine::on_transport_down(bool orderly) {
     // After the peer's DisConn this is its orderly exit: what it sent stays readable, and a send
     // now fails as a send to a closed TCP peer does.
-    if (rx_eof_) {
+    if (rx_eof_ || (orderly && !tx_op_.active)) {
+        rx_eof_ = true;
         peer_gone_ = true;
         return;
     }
@@ -470,7 +471,15 @@ OpResult Engine::start_send(std::span<const iovec> iov, int flags, bool nonblock
         if (pending_error_) return {Status::Done, -take_error()};
         return {Status::Done, -EPIPE};
     }
-    if (tx_shut_ || peer_gone_) return {Status::Done, -EPIPE};
+    if (tx_shut_) return {Status::Done, -EPIPE};
+    if (peer_gone_) {
+        // The peer closed (its DisConn, then its end went away).  TCP accepts this first send,
+        // the peer's kernel answers with RST, and from then on sends fail with EPIPE (the error
+        // reported once through SO_ERROR/POLLERR first) while reads see end of file.
+        reset_ = true;
+        pending_error_ = EPIPE;
+        return {Status::Done, static_cast<long>(iov_total(iov))};
+    }
     tx_op_ = SendOp{};
     tx_op_.active = true;
     tx_op_.nonblocking = nonblocking || (flags & MSG_DONTWAIT);

@@ -121,7 +121,10 @@ public:
     // through Port::release_recv.  A malformed message aborts the connection (AbortConn).
     void on_message(RecvId id, std::span<const std::byte> msg);
     void on_rdma_done(OpId op, bool ok);
-    void on_transport_down();
+    // The transport is gone (the peer process died or closed without a word).  `orderly`: the
+    // peer had taken every message we sent (on TCP its close would have been a FIN, not a RST):
+    // what it sent stays readable, then end of file.  Otherwise the connection is reset.
+    void on_transport_down(bool orderly = false);
 
     // --- Application calls.  `iov` must stay valid until the operation is Done.
     OpResult start_send(std::span<const iovec> iov, int flags, bool nonblocking);

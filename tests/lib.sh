@@ -20,3 +20,18 @@ summary() {
   echo "${SUITE}: ${PASSED} passed, ${FAILED} failed"
   [[ $FAILED == 0 && $PASSED -gt 0 ]]
 }
+
+# port: a free TCP port below the ephemeral range (no client socket can be bound to it), not handed
+# out before in this run (the caller's $tmp/ports remembers them).
+port() {
+  local p i
+  for ((i = 0; i < 200; i++)); do
+    p=$((20000 + RANDOM % 12000))
+    grep -qx "$p" "$tmp/ports" 2>/dev/null && continue
+    [[ -z $(ss -HtanO "( sport = :$p or dport = :$p )" 2>/dev/null) ]] || continue
+    echo "$p" >>"$tmp/ports"
+    echo "$p"
+    return 0
+  done
+  echo 0
+}

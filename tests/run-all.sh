@@ -5,7 +5,7 @@
 set -uo pipefail
 cd "$(dirname "$0")/.."
 
-SUITES=(unit cli semantics integration accel)
+SUITES=(unit cli semantics integration accel faults)
 total_pass=0
 total_fail=0
 failed_suites=()

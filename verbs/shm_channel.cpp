@@ -221,6 +221,20 @@ std::optional<std::uint32_t> Channel::expose(void*, std::size_t, bool) { return 
 
 void Channel::revoke(std::uint32_t) {}
 
+bool Channel::peer_took_everything() const noexcept {
+    if (out_.all_released()) return true;
+    try {
+        return out_.walk_unreleased([](std::span<const std::byte> m) {
+            proto::Message msg;
+            if (proto::decode(m, msg) != proto::DecodeError::None) return false;
+            if (msg.h.mid == proto::Mid::SrcAvail) return false;
+            return msg.h.mid != proto::Mid::Data || msg.payload.empty();
+        });
+    } catch (...) {
+        return false;
+    }
+}
+
 std::size_t Channel::snapshot(std::span<std::byte> out) const noexcept {
     if (!done_.empty() || out.size() < sizeof next_key_) return 0;
     std::memcpy(out.data(), &next_key_, sizeof next_key_);

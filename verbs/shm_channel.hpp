@@ -138,6 +138,9 @@ public:
     bool sent_nothing() const noexcept { return out_.nothing_published(); }
     bool took_nothing() const noexcept { return in_.nothing_released(); }
     bool peer_gone() const noexcept { return in_.producer_gone(); }
+    // Whether the peer's application consumed every byte we sent (no Data or SrcAvail of ours is
+    // still unreleased): a dead peer then closed as TCP does with an empty receive queue (FIN).
+    bool peer_took_everything() const noexcept;
     // True when the peer had not yet taken the request, so no doorbell byte is on its way.
     bool disarm_socket_doorbell() noexcept { return in_.disarm_tcp(); }
     bool socket_doorbell_in_flight() const noexcept { return seg_.rendezvous()->ringing.load(std::memory_order_seq_cst) != 0; }

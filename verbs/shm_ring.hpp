@@ -57,6 +57,9 @@ public:
     // order, without touching the ring.  False when f refused one or the records do not parse.
     bool walk_unreleased(const std::function<bool(std::span<const std::byte>)>& f) const;
     bool nothing_published() const noexcept { return ctl_->head.load(std::memory_order_acquire) == 0; }
+    bool all_released() const noexcept {
+        return ctl_->tail.load(std::memory_order_acquire) == ctl_->head.load(std::memory_order_acquire);
+    }
 
 private:
     void ring_doorbell() noexcept;

@@ -63,7 +63,7 @@ struct Blocked {
         while (now_ms() < end) {
             long cur = current_syscall(tid);
             for (long nr : nrs)
-                if (cur == nr) return true;
+                if (blocked_in(cur, nr)) return true;
             if (done) return false;
             backoff();
         }

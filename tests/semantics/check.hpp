@@ -213,10 +213,21 @@ inline long current_syscall(pid_t t) {
 }
 
 // Waits until thread `t` sits in syscall `nr`; false after kWaitMs.
+// Whether a thread sitting in system call `cur` is blocked in `nr`.  Under sdx with acceleration
+// (SDX_ACCELERATE set) a call on an accelerated socket blocks in sdx's own wait on shared memory
+// (futex) or on the kernel socket (poll/ppoll) instead: the same observable fact, "it blocks".
+inline bool blocked_in(long cur, long nr) {
+    static const bool accelerated = [] {
+        const char* v = getenv("SDX_ACCELERATE");
+        return v && *v && strcmp(v, "0") != 0 && strcmp(v, "false") != 0;
+    }();
+    return cur == nr || (accelerated && (cur == SYS_futex || cur == SYS_poll || cur == SYS_ppoll));
+}
+
 inline bool wait_in_syscall(pid_t t, long nr) {
     int64_t end = now_ms() + kWaitMs;
     while (now_ms() < end) {
-        if (current_syscall(t) == nr) return true;
+        if (blocked_in(current_syscall(t), nr)) return true;
         backoff();
     }
     return false;

@@ -9,7 +9,9 @@
 #      .fortify build that each of __read_chk __recv_chk __recvfrom_chk __poll_chk __ppoll_chk
 #      went through the shim on a tracked socket;
 #   5. a .fortify binary references those five symbols (nm), so the fortified entry points are
-#      really exercised.
+#      really exercised;
+#   6. a third run under sdx with accelerate=1 (the program's connections to itself go over shared
+#      memory; its stats must say so) gives the same transcript and exit code as the plain run.
 # Prints PASS NAME / FAIL NAME: WHY per case and ends with "semantics: N passed, M failed".
 # The binaries come from the Makefile (`make semantics` builds them, then runs this).
 set -uo pipefail
@@ -50,7 +52,7 @@ fi
 run_plain() {
   local dir=$1 prog=$2 pre=${LD_PRELOAD:-}
   pre=$(tr ':' '\n' <<<"$pre" | grep -v 'libsdx\.so' | paste -sd: -)
-  env -u SDX_STATS -u SDX_STATS_FILE LD_PRELOAD="$pre" \
+  env -u SDX_STATS -u SDX_STATS_FILE -u SDX_ACCELERATE LD_PRELOAD="$pre" \
     timeout -k 5 "$RUN_TIMEOUT" "$prog" >"$dir/out" 2>"$dir/err" </dev/null
   echo $? >"$dir/rc"
 }
@@ -58,8 +60,8 @@ run_plain() {
 # run_sdx OUTDIR PROG: the program under the preload, stats into OUTDIR/stats-PID.json.
 # (Redirections sit on the command itself, as in run_plain, so that both runs are captured alike.)
 run_sdx() {
-  local dir=$1 prog=$2
-  local -a cmd=(env SDX_STATS=1 "SDX_STATS_FILE=$dir/stats-%p.json")
+  local dir=$1 prog=$2 accel=${3:-0}
+  local -a cmd=(env SDX_STATS=1 "SDX_STATS_FILE=$dir/stats-%p.json" "SDX_ACCELERATE=$accel")
   case $MODE in
     sdx)        cmd+=(timeout -k 5 "$RUN_TIMEOUT" "$SDX_BIN" run -- "$prog") ;;
     ld_preload) cmd+=("LD_PRELOAD=$PWD/$SDX_LIB${LD_PRELOAD:+:$LD_PRELOAD}" timeout -k 5 "$RUN_TIMEOUT" "$prog") ;;
@@ -69,11 +71,12 @@ run_sdx() {
   echo $? >"$dir/rc"
 }
 
-# check_stats DIR PROGRAM FORTIFY: the stats files of the process named PROGRAM.
+# check_stats DIR PROGRAM FORTIFY ACCEL: the stats files of the process named PROGRAM (with
+# ACCEL=1: its sockets were accelerated, and bytes went over sdx).
 check_stats() {
-  python3 - "$1" "$2" "$3" "${FORTIFIED[@]}" <<'EOF'
+  python3 - "$1" "$2" "$3" "$4" "${FORTIFIED[@]}" <<'EOF'
 import glob, json, os, sys
-d, program, fortify, names = sys.argv[1], sys.argv[2], sys.argv[3] == "1", sys.argv[4:]
+d, program, fortify, accel, names = sys.argv[1], sys.argv[2], sys.argv[3] == "1", sys.argv[4] == "1", sys.argv[5:]
 files = sorted(glob.glob(os.path.join(d, "stats-*.json")))
 if not files:
     sys.exit("no stats file written (SDX_STATS=1 SDX_STATS_FILE=%s/stats-%%p.json)" % d)
@@ -94,6 +97,13 @@ if not mine:
 tracked = sum(int(j.get("sockets", {}).get("tracked", 0)) for j in mine)
 if tracked <= 0:
     sys.exit("sockets.tracked is %d, expected > 0" % tracked)
+if accel:
+    acc = sum(int(j.get("sockets", {}).get("accelerated", 0)) for j in mine)
+    tx = sum(int(j.get("bytes", {}).get("sdx_tx", 0)) for j in mine)
+    if acc <= 0 or tx <= 0:
+        sys.exit("with accelerate=1: sockets.accelerated=%d, bytes.sdx_tx=%d, expected both > 0" % (acc, tx))
+    print("accelerated=%d sdx_tx=%d" % (acc, tx))
+    sys.exit(0)
 if fortify:
     calls = {}
     for j in mine:
@@ -143,7 +153,7 @@ for src in "${SOURCES[@]}"; do
       notes+=("$prog is older than its sources: rebuild (make semantics)")
     fi
     d=$tmp/$case_name
-    mkdir -p "$d/plain" "$d/sdx"
+    mkdir -p "$d/plain" "$d/sdx" "$d/accel"
     why=()
 
     if [[ -n $variant ]]; then
@@ -156,6 +166,22 @@ for src in "${SOURCES[@]}"; do
     run_plain "$d/plain" "$prog"
     run_sdx "$d/sdx" "$prog"
     rc_plain=$(cat "$d/plain/rc") rc_sdx=$(cat "$d/sdx/rc")
+    # Third run: every connection the program makes to itself goes over shared memory.
+    if [[ $MODE != none ]]; then
+      run_sdx "$d/accel" "$prog" 1
+      rc_accel=$(cat "$d/accel/rc")
+      ((rc_accel == 0)) || why+=("$(describe_exit "$rc_accel") under sdx with accelerate=1:
+$(problems "$d/accel")")
+      if ! cmp -s "$d/plain/out" "$d/accel/out"; then
+        why+=("stdout differs with acceleration (--- without sdx, +++ accelerated):
+$(diff -u "$d/plain/out" "$d/accel/out" | head -n 40)")
+      fi
+      if ! cmp -s "$d/plain/err" "$d/accel/err"; then
+        why+=("stderr differs with acceleration (--- without sdx, +++ accelerated):
+$(diff -u "$d/plain/err" "$d/accel/err" | head -n 20)")
+      fi
+      if astats=$(check_stats "$d/accel" "$case_name" 0 1 2>&1); then :; else why+=("accelerated stats: $astats"); astats=""; fi
+    fi
 
     ((rc_plain == 0)) || why+=("$(describe_exit "$rc_plain") without sdx:
 $(problems "$d/plain")")
@@ -175,7 +201,7 @@ $(diff -u "$d/plain/err" "$d/sdx/err" | head -n 20)")
 
     stats=""
     if [[ $MODE != none ]]; then
-      if stats=$(check_stats "$d/sdx" "$case_name" "$([[ -n $variant ]] && echo 1 || echo 0)" 2>&1); then :; else
+      if stats=$(check_stats "$d/sdx" "$case_name" "$([[ -n $variant ]] && echo 1 || echo 0)" 0 2>&1); then :; else
         why+=("stats: $stats")
         stats=""
       fi
@@ -187,7 +213,7 @@ $(diff -u "$d/plain/err" "$d/sdx/err" | head -n 20)")
 
     checks=$(grep -cE '^ok ' "$d/plain/out")
     if ((${#why[@]} == 0)); then
-      pass "$case_name ($checks checks${stats:+; $stats})"
+      pass "$case_name ($checks checks${stats:+; $stats}${astats:+; $astats})"
     else
       fail "$case_name" "$(printf '%s\n' "${why[@]}")"
     fi
