@@ -34,6 +34,7 @@ struct UsageError {
 int cmd_run(int argc, char** argv);
 int cmd_config(int argc, char** argv);
 int cmd_check_config(int argc, char** argv);
+int cmd_stats(int argc, char** argv);
 int cmd_help();
 int cmd_internal_man(int argc, char** argv);
 

@@ -42,6 +42,7 @@ std::string usage_text() {
     return "usage: sdx run [-p PROFILE] [-v] [-c FILE] [-o NAME=VALUE]... [--] CMD [ARGS...]\n"
            "       sdx config [-p PROFILE] [-c FILE] [-o NAME=VALUE]...\n"
            "       sdx check-config [FILE]\n"
+           "       sdx stats [-p PID] [--json] [--watch]\n"
            "       sdx --version | --help\n";
 }
 
@@ -61,7 +62,9 @@ int cmd_help() {
     fmt::print("commands:\n"
                "  run            run CMD with libsdx.so preloaded (-v prints the options that are not defaults)\n"
                "  config         print every option, its value and where it came from\n"
-               "  check-config   check a config file (default: $SDX_CONFIG, else /etc/sdx.conf)\n\n");
+               "  check-config   check a config file (default: $SDX_CONFIG, else /etc/sdx.conf)\n"
+               "  stats          the live sockets of processes under sdx: path (shm, or tcp and why), bytes by copy\n"
+               "                 and zero copy, credit stalls, SendSm, cancels (--json: as JSON; --watch: every second)\n\n");
     fmt::print("profiles (-p, SDX_PROFILE): ");
     auto names = conf::profile_names();
     for (std::size_t i = 0; i < names.size(); ++i) fmt::print("{}{}", i ? ", " : "", names[i]);

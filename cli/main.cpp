@@ -19,6 +19,7 @@ int main(int argc, char** argv) {
         if (cmd == "run") return cmd_run(argc - 2, argv + 2);
         if (cmd == "config") return cmd_config(argc - 2, argv + 2);
         if (cmd == "check-config") return cmd_check_config(argc - 2, argv + 2);
+        if (cmd == "stats") return cmd_stats(argc - 2, argv + 2);
         if (cmd == "--help" || cmd == "-h" || cmd == "help") return cmd_help();
         if (cmd == "--version" || cmd == "-V") {
             fmt::print("sdx {}\n", SDX_VERSION);

@@ -146,12 +146,33 @@ bool own(Conn* c, int fd) noexcept {
     return false;
 }
 
+// The socket's `sdx stats` line.
+void mark_path(Conn* c, shmstats::Path p) {
+    if (shmstats::SocketSlot* sl = c->slot.load(std::memory_order_acquire)) sl->path.store(p, std::memory_order_relaxed);
+}
+
+// The engine's counters, shown on the socket's `sdx stats` line.
+void show_counters(Conn* c) {
+    shmstats::SocketSlot* sl = c->slot.load(std::memory_order_relaxed);
+    if (!sl || !c->eng) return;
+    const proto::Counters& k = c->eng->counters();
+    sl->tx_bcopy.store(k.tx_bcopy_bytes, std::memory_order_relaxed);
+    sl->rx_bcopy.store(k.rx_bcopy_bytes, std::memory_order_relaxed);
+    sl->tx_zcopy.store(k.tx_zcopy_read_bytes + k.tx_zcopy_write_bytes, std::memory_order_relaxed);
+    sl->rx_zcopy.store(k.rx_zcopy_read_bytes + k.rx_zcopy_write_bytes, std::memory_order_relaxed);
+    sl->credit_stalls.store(k.credit_stalls, std::memory_order_relaxed);
+    sl->sendsm.store(k.sendsm_tx + k.sendsm_rx, std::memory_order_relaxed);
+    sl->cancels.store(k.cancels_tx, std::memory_order_relaxed);
+    sl->aborts.store(c->eng->aborted() ? 1 : 0, std::memory_order_relaxed);
+}
+
 // The start and end of every use of the engine (caller holds c->mu).
 struct Use {
     Conn* c;
     bool ok;
     Use(Conn* conn, int fd) : c(conn), ok(own(conn, fd)) { use_fd(conn, fd); }
     ~Use() {
+        show_counters(c);
         if (ok && shared(c)) publish(c);
     }
     Use(const Use&) = delete;
@@ -275,27 +296,28 @@ bool enabled() noexcept {
     return g_rt.active.load(std::memory_order_acquire) && g_rt.config && g_rt.config->flag(conf::Opt::accelerate);
 }
 
-Conn* announce(const sockaddr* dst, socklen_t len) noexcept {
+Conn* announce(const sockaddr* dst, socklen_t len, shmstats::SocketSlot* slot) noexcept {
     if (!enabled()) return nullptr;
     if (!rdv::is_local(dst, len)) {
-        note_fallback(Fallback::NotLocal);
+        note_fallback(Fallback::NotLocal, slot);
         return nullptr;
     }
     try {
         auto seg = rdv::announce(dst, len, ring_capacity());
         if (!seg) {
-            note_fallback(Fallback::NoListener);
+            note_fallback(Fallback::NoListener, slot);
             return nullptr;
         }
         auto hello = proto::Engine::hello_for(params());
         std::memcpy(seg->rendezvous()->hello, hello.data(), std::min(hello.size(), sizeof seg->rendezvous()->hello));
         auto* c = new Conn;
         c->active_side = true;
+        c->slot.store(slot, std::memory_order_relaxed);
         c->seg = std::move(seg);
         c->decide_by_ns = now_ns() + opt(conf::Opt::handshake_timeout);
         return c;
     } catch (...) {
-        note_fallback(Fallback::SetupFailed);
+        note_fallback(Fallback::SetupFailed, slot);
         return nullptr;
     }
 }
@@ -309,7 +331,7 @@ void connect_done(Conn* c, int fd, bool ok) noexcept {
     c->seg->rendezvous()->state.compare_exchange_strong(expect, shm::Rendezvous::Withdrawn);
     c->seg.reset();
     c->state.store(State::Kernel, std::memory_order_release);
-    note_fallback(Fallback::ConnectFailed);
+    note_fallback(Fallback::ConnectFailed, c ? c->slot.load() : nullptr);
 }
 
 bool settle(Conn* c, int fd, bool may_wait) noexcept {
@@ -331,16 +353,17 @@ bool settle(Conn* c, int fd, bool may_wait) noexcept {
                 go_accelerated(c, std::move(seg), 0, peer, fd);
                 if (!c->eng->accept_hello_ack(ack)) c->eng->on_transport_down();  // cannot happen with a sane peer
                 c->state.store(State::Accelerated, std::memory_order_release);
-                g_rt.stats.sockets_accelerated.fetch_add(1, std::memory_order_relaxed);
+                totals().sockets_accelerated.fetch_add(1, std::memory_order_relaxed);
+                mark_path(c, shmstats::Path::Shm);
                 return true;
             } catch (...) {
                 c->state.store(State::Kernel, std::memory_order_release);
-                note_fallback(Fallback::SetupFailed);
+                note_fallback(Fallback::SetupFailed, c ? c->slot.load() : nullptr);
                 return false;
             }
         }
         if (s != shm::Rendezvous::Announced) {
-            note_fallback(s == shm::Rendezvous::Declined ? Fallback::Declined : Fallback::HandshakeTimeout);
+            note_fallback(s == shm::Rendezvous::Declined ? Fallback::Declined : Fallback::HandshakeTimeout, c ? c->slot.load() : nullptr);
             c->seg.reset();
             c->state.store(State::Kernel, std::memory_order_release);
             return false;
@@ -350,7 +373,7 @@ bool settle(Conn* c, int fd, bool may_wait) noexcept {
             std::uint32_t expect = shm::Rendezvous::Announced;
             if (rv->state.compare_exchange_strong(expect, shm::Rendezvous::Withdrawn)) {
                 log::info("fd {}: the sdx listener did not accept in time; staying on TCP", fd);
-                note_fallback(Fallback::HandshakeTimeout);
+                note_fallback(Fallback::HandshakeTimeout, c ? c->slot.load() : nullptr);
                 c->seg.reset();
                 c->state.store(State::Kernel, std::memory_order_release);
                 return false;
@@ -372,19 +395,20 @@ void* open_listener(int fd) noexcept {
 
 void close_listener(void* l) noexcept { delete static_cast<rdv::Listener*>(l); }
 
-Conn* accept_from(void* listener, int fd, const sockaddr* peer, socklen_t len) noexcept {
+Conn* accept_from(void* listener, int fd, const sockaddr* peer, socklen_t len, shmstats::SocketSlot* slot) noexcept {
     if (!listener || !enabled()) return nullptr;
     try {
         pid_t peer_pid = 0;
         auto seg = static_cast<rdv::Listener*>(listener)->claim(peer, len, &peer_pid, opt(conf::Opt::handshake_timeout));
         if (!seg) {
-            note_fallback(Fallback::NotAnnounced);
+            note_fallback(Fallback::NotAnnounced, slot);
             return nullptr;
         }
         shm::Rendezvous* rv = seg->rendezvous();
         std::vector<std::byte> hello(reinterpret_cast<std::byte*>(rv->hello), reinterpret_cast<std::byte*>(rv->hello) + sizeof rv->hello);
         auto* c = new Conn;
         c->active_side = false;
+        c->slot.store(slot, std::memory_order_relaxed);
         go_accelerated(c, std::move(*seg), 1, peer_pid, fd);
         auto ack = c->eng->accept_hello(hello);
         if (!ack) {
@@ -398,16 +422,17 @@ Conn* accept_from(void* listener, int fd, const sockaddr* peer, socklen_t len) n
         rv->passive_pid = ::getpid();
         std::uint32_t expect = shm::Rendezvous::Announced;
         if (!rv->state.compare_exchange_strong(expect, shm::Rendezvous::Accepted)) {  // withdrawn: too late
-            note_fallback(Fallback::Late);
+            note_fallback(Fallback::Late, slot);
             delete c;
             return nullptr;
         }
         futex_wake(&rv->state);
         c->state.store(State::Accelerated, std::memory_order_release);
-        g_rt.stats.sockets_accelerated.fetch_add(1, std::memory_order_relaxed);
+        totals().sockets_accelerated.fetch_add(1, std::memory_order_relaxed);
+                mark_path(c, shmstats::Path::Shm);
         return c;
     } catch (...) {
-        note_fallback(Fallback::SetupFailed);
+        note_fallback(Fallback::SetupFailed, slot);
         return nullptr;
     }
 }
@@ -496,7 +521,7 @@ ssize_t send(Socket* s, int fd, const iovec* iov, int cnt, int flags, bool* hand
             r = posted;
         }
         if (given_back(c)) take_back(c, fd);
-        if (r > 0) g_rt.stats.bytes_accelerated_tx.fetch_add(static_cast<std::uint64_t>(r), std::memory_order_relaxed);
+        if (r > 0) totals().sdx_tx.fetch_add(static_cast<std::uint64_t>(r), std::memory_order_relaxed);
         return finish(r, flags);
     } catch (...) {
         errno = ENOMEM;
@@ -532,6 +557,17 @@ ssize_t recv(Socket* s, int fd, const iovec* iov, int cnt, int flags, bool* hand
                             [&] { return e.progress_recv(); }, [&] { return e.interrupt_recv(); },
                             c->rcvtimeo_ns.load(std::memory_order_relaxed));
         };
+        // A sender may advertise zero copy to us only while we wait here (Port::peer_receiving).
+        struct Receiving {
+            shm::Channel* ch;
+            bool on;
+            Receiving(shm::Channel* c, bool blocking) : ch(c), on(blocking) {
+                if (on) ch->receiving(1);
+            }
+            ~Receiving() {
+                if (on) ch->receiving(-1);
+            }
+        } receiving(c->ch.get(), !nb && !(flags & MSG_PEEK));
         // Interrupted before any byte came: restarted when the handler asked for SA_RESTART.
         unsigned mark = sig::mark();
         long r = receive();
@@ -553,7 +589,7 @@ ssize_t recv(Socket* s, int fd, const iovec* iov, int cnt, int flags, bool* hand
             return back_to_kernel(c, fd, handled);
         }
         if (r > 0 && !(flags & MSG_PEEK))
-            g_rt.stats.bytes_accelerated_rx.fetch_add(static_cast<std::uint64_t>(r), std::memory_order_relaxed);
+            totals().sdx_rx.fetch_add(static_cast<std::uint64_t>(r), std::memory_order_relaxed);
         return finish(r, flags | MSG_NOSIGNAL);
     } catch (...) {
         errno = ENOMEM;

@@ -15,6 +15,7 @@
 #include <mutex>
 #include <optional>
 
+#include "common/stats_shm.hpp"
 #include "protocol/engine.hpp"
 #include "verbs/shm_channel.hpp"
 
@@ -47,6 +48,7 @@ struct Conn {
     std::atomic<bool> closed{false};
     std::atomic<std::uint64_t> gen{0};        // bumped by every arrival from the peer (epoll edges)
     std::uint64_t epoch = 0;                  // this process's latest claim on the connection (accel.cpp)
+    std::atomic<shmstats::SocketSlot*> slot{nullptr};  // the socket's `sdx stats` line
     std::atomic<long long> rcvtimeo_ns{0};    // SO_RCVTIMEO / SO_SNDTIMEO (0: none)
     std::atomic<long long> sndtimeo_ns{0};
 };
@@ -57,11 +59,11 @@ bool enabled() noexcept;
 bool any_live() noexcept;
 
 // connect(): announce before the SYN.  Returns a pending connection, or nullptr (stay on TCP).
-Conn* announce(const sockaddr* dst, socklen_t len) noexcept;
+Conn* announce(const sockaddr* dst, socklen_t len, shmstats::SocketSlot* slot) noexcept;
 // After the real connect() returned 0 or EINPROGRESS; `ok` false when it failed (withdraw).
 void connect_done(Conn* c, int fd, bool ok) noexcept;
 // accept(): the connection is accelerated when its peer announced itself to this listener.
-Conn* accept_from(void* listener, int fd, const sockaddr* peer, socklen_t len) noexcept;
+Conn* accept_from(void* listener, int fd, const sockaddr* peer, socklen_t len, shmstats::SocketSlot* slot) noexcept;
 void* open_listener(int fd) noexcept;  // after listen(): the rendezvous, or nullptr
 void close_listener(void* l) noexcept;
 

@@ -48,7 +48,7 @@ bool fresh(const Conn* c) noexcept { return c->ch->sent_nothing() && c->ch->took
 
 void give_back_for_exec(Conn* c, int fd) noexcept {
     give_back(c, fd);
-    note_fallback(Fallback::Exec);
+    note_fallback(Fallback::Exec, c->slot.load(std::memory_order_relaxed));
 }
 
 // The new image, for one handed-over connection.
@@ -110,7 +110,11 @@ void resume_one(const std::vector<int>& fds, int segfd, int side, pid_t peer) {
     c->epoch = c->ch->segment().rendezvous()->epoch[side].load(std::memory_order_acquire);
     c->state.store(State::Accelerated, std::memory_order_release);
     s->conn.store(c.release(), std::memory_order_release);
-    g_rt.stats.sockets_accelerated.fetch_add(1, std::memory_order_relaxed);
+    totals().sockets_accelerated.fetch_add(1, std::memory_order_relaxed);
+    if (shmstats::SocketSlot* sl = s->slot.load(std::memory_order_acquire)) {
+        sl->path.store(shmstats::Path::Shm, std::memory_order_relaxed);
+        s->conn.load()->slot.store(sl, std::memory_order_relaxed);
+    }
     for (std::size_t i = 1; i < fds.size(); ++i)
         if (Socket* again = acquire(fd)) track_dup(fds[i], again);
     log::debug("fd {}: sdx connection taken over from before exec", fd);
@@ -208,7 +212,7 @@ void before_spawn(bool any) noexcept {
         std::lock_guard<std::mutex> lk(c->mu);
         if (c->state.load(std::memory_order_acquire) != State::Accelerated) return;
         if (give_back(c, fd, false))
-            note_fallback(Fallback::Exec);
+            note_fallback(Fallback::Exec, c->slot.load(std::memory_order_relaxed));
         else
             log::info("fd {}: posix_spawn child may inherit this sdx connection, which is in use: it stays accelerated here", fd);
     });

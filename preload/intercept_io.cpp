@@ -30,6 +30,22 @@ inline void note2(int a, int b, Call c) noexcept {
     if (tracked(a) || tracked(b)) count(c);
 }
 
+// Payload that went over kernel TCP on a tracked socket: process totals and its `sdx stats` line.
+inline ssize_t real_tcp(int fd, ssize_t r, bool tx) noexcept {
+    if (r > 0)
+        if (Socket* s = tracked(fd)) {
+            (tx ? totals().tcp_tx : totals().tcp_rx).fetch_add(static_cast<std::uint64_t>(r), std::memory_order_relaxed);
+            if (shmstats::SocketSlot* sl = s->slot.load(std::memory_order_relaxed))
+                (tx ? sl->tcp_tx : sl->tcp_rx).fetch_add(static_cast<std::uint64_t>(r), std::memory_order_relaxed);
+        }
+    return r;
+}
+
+inline int mmsg_tcp(int fd, const mmsghdr* vec, int r, bool tx) noexcept {
+    for (int i = 0; i < r; ++i) real_tcp(fd, vec[i].msg_len, tx);
+    return r;
+}
+
 inline bool maybe_accel(int fd) noexcept {
     Socket* s = tracked(fd);
     return s && s->conn.load(std::memory_order_relaxed);
@@ -185,7 +201,7 @@ SDX_EXPORT ssize_t read(int fd, void* buf, size_t n) {
     iovec v{buf, n};
     bool used;
     ssize_t r = recv_iov(fd, &v, 1, 0, &used);
-    return used ? r : real::read(fd, buf, n);
+    return used ? r : real_tcp(fd, real::read(fd, buf, n), false);
 }
 
 SDX_EXPORT ssize_t readv(int fd, const iovec* iov, int cnt) {
@@ -195,7 +211,7 @@ SDX_EXPORT ssize_t readv(int fd, const iovec* iov, int cnt) {
         ssize_t r = recv_iov(fd, iov, cnt, 0, &used);
         if (used) return r;
     }
-    return real::readv(fd, iov, cnt);
+    return real_tcp(fd, real::readv(fd, iov, cnt), false);
 }
 
 SDX_EXPORT ssize_t recv(int fd, void* buf, size_t n, int flags) {
@@ -203,7 +219,7 @@ SDX_EXPORT ssize_t recv(int fd, void* buf, size_t n, int flags) {
     iovec v{buf, n};
     bool used;
     ssize_t r = recv_iov(fd, &v, 1, flags, &used);
-    return used ? r : real::recv(fd, buf, n, flags);
+    return used ? r : real_tcp(fd, real::recv(fd, buf, n, flags), false);
 }
 
 SDX_EXPORT ssize_t recvfrom(int fd, void* buf, size_t n, int flags, sockaddr* addr, socklen_t* len) {
@@ -211,7 +227,7 @@ SDX_EXPORT ssize_t recvfrom(int fd, void* buf, size_t n, int flags, sockaddr* ad
     iovec v{buf, n};
     bool used;
     ssize_t r = recv_iov(fd, &v, 1, flags, &used);
-    if (!used) return real::recvfrom(fd, buf, n, flags, addr, len);
+    if (!used) return real_tcp(fd, real::recvfrom(fd, buf, n, flags, addr, len), false);
     if (r >= 0) no_peer_address(addr, len);
     return r;
 }
@@ -230,12 +246,12 @@ SDX_EXPORT ssize_t recvmsg(int fd, msghdr* msg, int flags) {
             return r;
         }
     }
-    return real::recvmsg(fd, msg, flags);
+    return real_tcp(fd, real::recvmsg(fd, msg, flags), false);
 }
 
 SDX_EXPORT int recvmmsg(int fd, mmsghdr* vec, unsigned int n, int flags, timespec* timeout) {
     note(fd, Call::recvmmsg);
-    if (!maybe_accel(fd) || !vec) return real::recvmmsg(fd, vec, n, flags, timeout);
+    if (!maybe_accel(fd) || !vec) return mmsg_tcp(fd, vec, real::recvmmsg(fd, vec, n, flags, timeout), false);
     // As the kernel does for a stream: one recvmsg per message, each waiting as the socket and
     // flags say (MSG_WAITFORONE: only the first); end of file fills every remaining message with
     // 0 bytes; an error after the first message ends the call with what was received.
@@ -258,7 +274,7 @@ SDX_EXPORT ssize_t write(int fd, const void* buf, size_t n) {
     iovec v{const_cast<void*>(buf), n};
     bool used;
     ssize_t r = send_iov(fd, &v, 1, 0, &used);
-    return used ? r : real::write(fd, buf, n);
+    return used ? r : real_tcp(fd, real::write(fd, buf, n), true);
 }
 
 SDX_EXPORT ssize_t writev(int fd, const iovec* iov, int cnt) {
@@ -268,7 +284,7 @@ SDX_EXPORT ssize_t writev(int fd, const iovec* iov, int cnt) {
         ssize_t r = send_iov(fd, iov, cnt, 0, &used);
         if (used) return r;
     }
-    return real::writev(fd, iov, cnt);
+    return real_tcp(fd, real::writev(fd, iov, cnt), true);
 }
 
 SDX_EXPORT ssize_t send(int fd, const void* buf, size_t n, int flags) {
@@ -276,7 +292,7 @@ SDX_EXPORT ssize_t send(int fd, const void* buf, size_t n, int flags) {
     iovec v{const_cast<void*>(buf), n};
     bool used;
     ssize_t r = send_iov(fd, &v, 1, flags, &used);
-    return used ? r : real::send(fd, buf, n, flags);
+    return used ? r : real_tcp(fd, real::send(fd, buf, n, flags), true);
 }
 
 SDX_EXPORT ssize_t sendto(int fd, const void* buf, size_t n, int flags, const sockaddr* addr, socklen_t len) {
@@ -284,7 +300,7 @@ SDX_EXPORT ssize_t sendto(int fd, const void* buf, size_t n, int flags, const so
     iovec v{const_cast<void*>(buf), n};
     bool used;
     ssize_t r = send_iov(fd, &v, 1, flags, &used);
-    return used ? r : real::sendto(fd, buf, n, flags, addr, len);
+    return used ? r : real_tcp(fd, real::sendto(fd, buf, n, flags, addr, len), true);
 }
 
 SDX_EXPORT ssize_t sendmsg(int fd, const msghdr* msg, int flags) {
@@ -294,12 +310,12 @@ SDX_EXPORT ssize_t sendmsg(int fd, const msghdr* msg, int flags) {
         ssize_t r = send_iov(fd, msg->msg_iov, static_cast<int>(msg->msg_iovlen), flags, &used);
         if (used) return r;
     }
-    return real::sendmsg(fd, msg, flags);
+    return real_tcp(fd, real::sendmsg(fd, msg, flags), true);
 }
 
 SDX_EXPORT int sendmmsg(int fd, mmsghdr* vec, unsigned int n, int flags) {
     note(fd, Call::sendmmsg);
-    if (!maybe_accel(fd) || !vec) return real::sendmmsg(fd, vec, n, flags);
+    if (!maybe_accel(fd) || !vec) return mmsg_tcp(fd, vec, real::sendmmsg(fd, vec, n, flags), true);
     unsigned int done = 0;
     for (; done < n; ++done) {
         ssize_t r = sendmsg(fd, &vec[done].msg_hdr, flags);
@@ -317,7 +333,7 @@ SDX_EXPORT ssize_t sendfile(int out, int in, off_t* offset, size_t n) noexcept {
     bool used = false;
     off64_t off = offset ? *offset : 0;
     ssize_t r = sendfile_accel(out, in, offset ? &off : nullptr, n, &used);
-    if (!used) return real::sendfile(out, in, offset, n);
+    if (!used) return real_tcp(out, real::sendfile(out, in, offset, n), true);
     if (offset) *offset = static_cast<off_t>(off);
     return r;
 }
@@ -326,7 +342,7 @@ SDX_EXPORT ssize_t sendfile64(int out, int in, off64_t* offset, size_t n) noexce
     note2(out, in, Call::sendfile64);
     bool used = false;
     ssize_t r = sendfile_accel(out, in, offset, n, &used);
-    return used ? r : real::sendfile64(out, in, offset, n);
+    return used ? r : real_tcp(out, real::sendfile64(out, in, offset, n), true);
 }
 
 SDX_EXPORT ssize_t splice(int in, loff_t* off_in, int out, loff_t* off_out, size_t n, unsigned int flags) {
@@ -349,7 +365,7 @@ SDX_EXPORT ssize_t __read_chk(int fd, void* buf, size_t n, size_t buflen) {
         ssize_t r = recv_iov(fd, &v, 1, 0, &used);
         if (used) return r;
     }
-    return real::__read_chk(fd, buf, n, buflen);
+    return real_tcp(fd, real::__read_chk(fd, buf, n, buflen), false);
 }
 
 SDX_EXPORT ssize_t __recv_chk(int fd, void* buf, size_t n, size_t buflen, int flags) {
@@ -360,7 +376,7 @@ SDX_EXPORT ssize_t __recv_chk(int fd, void* buf, size_t n, size_t buflen, int fl
         ssize_t r = recv_iov(fd, &v, 1, flags, &used);
         if (used) return r;
     }
-    return real::__recv_chk(fd, buf, n, buflen, flags);
+    return real_tcp(fd, real::__recv_chk(fd, buf, n, buflen, flags), false);
 }
 
 SDX_EXPORT ssize_t __recvfrom_chk(int fd, void* buf, size_t n, size_t buflen, int flags, sockaddr* addr, socklen_t* len) {
@@ -374,5 +390,5 @@ SDX_EXPORT ssize_t __recvfrom_chk(int fd, void* buf, size_t n, size_t buflen, in
             return r;
         }
     }
-    return real::__recvfrom_chk(fd, buf, n, buflen, flags, addr, len);
+    return real_tcp(fd, real::__recvfrom_chk(fd, buf, n, buflen, flags, addr, len), false);
 }

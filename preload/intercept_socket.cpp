@@ -9,6 +9,7 @@
 
 #include "preload/accel.hpp"
 #include "preload/epoll_set.hpp"
+#include "preload/stats_region.hpp"
 #include "preload/export.hpp"
 #include "preload/real.hpp"
 #include "preload/runtime.hpp"
@@ -36,10 +37,13 @@ void on_accepted(int listen_fd, int fd, int flags) noexcept {
         sockaddr_storage peer{};
         socklen_t len = sizeof peer;
         Socket* s = tracked(fd);
-        if (s && real::getpeername(fd, reinterpret_cast<sockaddr*>(&peer), &len) == 0)
-            if (accel::Conn* c = accel::accept_from(l->listener, fd, reinterpret_cast<sockaddr*>(&peer), len))
+        if (s && real::getpeername(fd, reinterpret_cast<sockaddr*>(&peer), &len) == 0) {
+            shmstats::SocketSlot* slot = s->slot.load(std::memory_order_acquire);
+            statsreg::set_peer(slot, reinterpret_cast<sockaddr*>(&peer), len);
+            if (accel::Conn* c = accel::accept_from(l->listener, fd, reinterpret_cast<sockaddr*>(&peer), len, slot))
                 s->conn.store(c, std::memory_order_release);
-        ep::socket_connecting(s);
+            ep::socket_connecting(s);
+        }
         errno = saved;
     }
 }
@@ -84,6 +88,7 @@ SDX_EXPORT int listen(int fd, int backlog) noexcept {
                 s->decision.store(decide(conf::Role::Server, reinterpret_cast<sockaddr*>(&ss), len), std::memory_order_relaxed);
             errno = saved;
             s->role.store(SocketRole::Listener, std::memory_order_relaxed);
+            if (shmstats::SocketSlot* sl = s->slot.load(std::memory_order_acquire)) sl->path.store(shmstats::Path::Listen);
             if (!s->listener && s->decision.load(std::memory_order_relaxed) != conf::Use::Tcp) s->listener = accel::open_listener(fd);
             errno = saved;
         }
@@ -115,7 +120,10 @@ SDX_EXPORT int connect(int fd, const sockaddr* addr, socklen_t len) {
     s->role.store(SocketRole::Client, std::memory_order_relaxed);
     conf::Use use = decide(conf::Role::Client, addr, len);
     s->decision.store(use, std::memory_order_relaxed);
-    accel::Conn* c = use == conf::Use::Tcp ? nullptr : accel::announce(addr, len);
+    shmstats::SocketSlot* slot = s->slot.load(std::memory_order_acquire);
+    statsreg::set_peer(slot, addr, len);
+    if (use == conf::Use::Tcp && accel::enabled()) note_fallback(Fallback::Rule, slot);
+    accel::Conn* c = use == conf::Use::Tcp ? nullptr : accel::announce(addr, len, slot);
     int r = real::connect(fd, addr, len);
     if (c) {
         int saved = errno;

@@ -13,6 +13,8 @@
 #include "preload/accel.hpp"
 #include "preload/handover.hpp"
 #include "preload/real.hpp"
+#include "common/stats_json.hpp"
+#include "preload/stats_region.hpp"
 #include "verbs/shm_channel.hpp"
 
 extern char** environ;
@@ -55,13 +57,11 @@ char** snapshot_sdx_environ() {
 }
 
 void write_stats() noexcept {
-    if (!g_rt.stats_enabled.load() || g_rt.stats.sockets_tracked.load() == 0 || !g_rt.config) return;
+    if (!g_rt.stats_enabled.load() || totals().sockets_tracked.load() == 0 || !g_rt.config) return;
     try {
         const Stats& st = g_rt.stats;
-        std::string json = fmt::format(
-            R"({{"pid":{},"program":"{}","sockets":{{"tracked":{},"accelerated":{}}},"bytes":{{"sdx_tx":{},"sdx_rx":{}}},"calls":{{)",
-            ::getpid(), g_rt.program, st.sockets_tracked.load(), st.sockets_accelerated.load(), st.bytes_accelerated_tx.load(),
-            st.bytes_accelerated_rx.load());
+        std::string json = fmt::format(R"({{"pid":{},"program":"{}",{},"calls":{{)", ::getpid(), g_rt.program,
+                                       shmstats::totals_json(totals()));
         bool first = true;
         for (int i = 0; i < static_cast<int>(Call::count_); ++i) {
             auto n = st.calls[i].load();
@@ -72,10 +72,8 @@ void write_stats() noexcept {
         json += R"(},"decisions":{)";
         for (int u = 0; u < 3; ++u)
             json += fmt::format(R"({}"{}":{})", u ? "," : "", conf::use_name(static_cast<conf::Use>(u)), st.decisions[u].load());
-        json += R"(},"fallbacks":{)";
-        for (int f = 0; f < static_cast<int>(Fallback::count_); ++f)
-            json += fmt::format(R"({}"{}":{})", f ? "," : "", fallback_name(static_cast<Fallback>(f)), st.fallbacks[f].load());
-        json += "}}\n";
+        json += fmt::format(R"(}},"live":{}}})", statsreg::live_json());
+        json += "\n";
         std::string path = log::expand_pid(g_rt.config->text(conf::Opt::stats_file), ::getpid());
         int fd = static_cast<int>(::syscall(SYS_openat, AT_FDCWD, path.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644));
         if (fd < 0) {
@@ -126,6 +124,7 @@ void init() noexcept {
         log::configure(static_cast<log::Level>(cfg->number(conf::Opt::log_level)), cfg->text(conf::Opt::log), g_rt.program);
         g_rt.stats_enabled.store(cfg->flag(conf::Opt::stats), std::memory_order_relaxed);
         if (seccomp_active()) note_sandbox();
+        if (cfg->flag(conf::Opt::enable)) statsreg::open();
         g_rt.active.store(cfg->flag(conf::Opt::enable), std::memory_order_release);
         log::debug("loaded (config file: {}, {} rules)", cfg->file.empty() ? "none" : cfg->file, cfg->rules.size());
     } catch (...) {
@@ -147,13 +146,6 @@ __attribute__((destructor(101))) void sdx_destructor() {
 
 std::string_view call_name(Call c) { return kCallNames[static_cast<int>(c)]; }
 
-std::string_view fallback_name(Fallback f) {
-    static constexpr std::string_view kNames[] = {"not_local", "no_listener", "connect_failed", "handshake_timeout", "declined",
-                                                  "not_announced", "late", "setup_failed", "exec"};
-    static_assert(std::size(kNames) == static_cast<std::size_t>(Fallback::count_));
-    return kNames[static_cast<int>(f)];
-}
-
 void note_sandbox() noexcept {
     g_rt.sandboxed.store(true, std::memory_order_release);
     shm::Channel::forbid_cross_memory();
@@ -161,12 +153,7 @@ void note_sandbox() noexcept {
 
 void Stats::reset() noexcept {
     for (auto& c : calls) c.store(0, std::memory_order_relaxed);
-    sockets_tracked.store(0, std::memory_order_relaxed);
-    sockets_accelerated.store(0, std::memory_order_relaxed);
-    bytes_accelerated_tx.store(0, std::memory_order_relaxed);
-    bytes_accelerated_rx.store(0, std::memory_order_relaxed);
     for (auto& d : decisions) d.store(0, std::memory_order_relaxed);
-    for (auto& f : fallbacks) f.store(0, std::memory_order_relaxed);
 }
 
 void track_new(int fd, int domain, SocketRole role, bool nonblocking, conf::Use decision) noexcept {
@@ -190,7 +177,9 @@ void track_new(int fd, int domain, SocketRole role, bool nonblocking, conf::Use 
         old->fd_refs.fetch_sub(1, std::memory_order_relaxed);
         old->unref();
     }
-    g_rt.stats.sockets_tracked.fetch_add(1, std::memory_order_relaxed);
+    totals().sockets_tracked.fetch_add(1, std::memory_order_relaxed);
+    s->slot.store(statsreg::slot_for(fd, role == SocketRole::Listener ? shmstats::Path::Listen : shmstats::Path::Tcp),
+                  std::memory_order_release);
 }
 
 void untrack(int fd) noexcept {
@@ -240,6 +229,7 @@ conf::Use decide(conf::Role role, const sockaddr* sa, socklen_t len) noexcept {
 void after_fork_child() noexcept {
     g_rt.pid = ::getpid();
     g_rt.stats.reset();
+    statsreg::after_fork();
 }
 
 }  // namespace sdx

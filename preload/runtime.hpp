@@ -7,6 +7,7 @@
 #include <cstdint>
 #include <string_view>
 
+#include "common/stats_shm.hpp"
 #include "conf/config.hpp"
 #include "preload/fd_table.hpp"
 #include "preload/socket.hpp"
@@ -25,29 +26,28 @@ enum class Call : int {
 };
 std::string_view call_name(Call c);
 
-// Why a socket that might have been accelerated stays on (or went back to) kernel TCP.
+// Why a socket that might have been accelerated stays on (or went back to) kernel TCP; the names
+// are shmstats::kFallbackNames, in this order.
 enum class Fallback : int {
-    NotLocal,          // connect(): the peer is not on this host
-    NoListener,        // connect(): no sdx listener for that address (the peer has no sdx)
-    ConnectFailed,     // connect() itself failed
-    HandshakeTimeout,  // the sdx listener did not accept in time (handshake_timeout)
-    Declined,          // the listener refused (versions, resources)
-    NotAnnounced,      // accept(): the client did not announce itself (it has no sdx)
-    Late,              // accept(): the client had already given up waiting
-    SetupFailed,       // memory or segment set-up failed
-    Exec,              // exec(): the stream went back to TCP for the new program
+    NotLocal,
+    NoListener,
+    ConnectFailed,
+    HandshakeTimeout,
+    Declined,
+    NotAnnounced,
+    Late,
+    SetupFailed,
+    Exec,
+    Rule,
     count_
 };
-std::string_view fallback_name(Fallback f);
+static_assert(static_cast<int>(Fallback::count_) == shmstats::kFallbacks);
 
+// Per-process counters that stay in this process (the stats file); the live ones are in the
+// shared region (stats_region.hpp).
 struct Stats {
     std::atomic<std::uint64_t> calls[static_cast<int>(Call::count_)]{};
-    std::atomic<std::uint64_t> sockets_tracked{0};
-    std::atomic<std::uint64_t> sockets_accelerated{0};
-    std::atomic<std::uint64_t> bytes_accelerated_tx{0};  // payload bytes the application sent over sdx
-    std::atomic<std::uint64_t> bytes_accelerated_rx{0};
     std::atomic<std::uint64_t> decisions[3]{};  // indexed by conf::Use
-    std::atomic<std::uint64_t> fallbacks[static_cast<int>(Fallback::count_)]{};
     void reset() noexcept;
 };
 
@@ -64,6 +64,8 @@ struct Runtime {
     const char* library_path = nullptr;    // this libsdx.so, for exec=keep
     char** sdx_environ = nullptr;          // SDX_* and LD_PRELOAD entries at start-up, for exec=keep
     Stats stats;
+    // Live totals: in the shared stats region once it exists (stats_region.hpp), here before.
+    std::atomic<shmstats::Totals*> totals{nullptr};
 };
 
 extern constinit Runtime g_rt;
@@ -75,9 +77,11 @@ inline void count(Call c) noexcept {
         g_rt.stats.calls[static_cast<int>(c)].fetch_add(1, std::memory_order_relaxed);
 }
 
-inline void note_fallback(Fallback f) noexcept {
-    g_rt.stats.fallbacks[static_cast<int>(f)].fetch_add(1, std::memory_order_relaxed);
-}
+// The live totals (never null once the shim has started).
+shmstats::Totals& totals() noexcept;
+
+// A fallback, counted for the process and, with `slot`, shown for the socket.
+void note_fallback(Fallback f, shmstats::SocketSlot* slot = nullptr) noexcept;
 
 // The process is (about to be) under a seccomp filter: see Runtime::sandboxed.
 void note_sandbox() noexcept;

@@ -33,6 +33,8 @@ Socket* pool_base() noexcept {
 }
 
 void pool_free(Socket* s) noexcept {
+    if (shmstats::SocketSlot* sl = s->slot.exchange(nullptr, std::memory_order_acq_rel))
+        sl->path.store(shmstats::Path::Free, std::memory_order_release);  // its `sdx stats` line goes
     Socket* base = g_pool.base.load(std::memory_order_acquire);
     std::uint64_t index = static_cast<std::uint64_t>(s - base);
     std::uint64_t head = g_pool.free_head.load(std::memory_order_acquire);
@@ -58,6 +60,7 @@ void reset(Socket* s) noexcept {
     s->fd_refs.store(0, std::memory_order_relaxed);
     s->inflight.store(0, std::memory_order_relaxed);
     s->deferred_fd.store(-1, std::memory_order_relaxed);
+    s->slot.store(nullptr, std::memory_order_relaxed);
     s->refs.store(1, std::memory_order_release);
 }
 

@@ -13,6 +13,7 @@
 #include <atomic>
 #include <cstdint>
 
+#include "common/stats_shm.hpp"
 #include "conf/rules.hpp"
 
 namespace sdx {
@@ -42,6 +43,7 @@ struct Socket {
     std::atomic<int> fd_refs{0};              // fd numbers naming this socket in the fd table
     std::atomic<int> inflight{0};             // accelerated calls in progress on it
     std::atomic<int> deferred_fd{-1};         // closed while a call was in progress: the kernel socket, kept
+    std::atomic<shmstats::SocketSlot*> slot{nullptr};  // its line in `sdx stats` (stats_region.hpp)
 
     void ref() noexcept { refs.fetch_add(1, std::memory_order_relaxed); }
     // Takes a reference unless the socket is already being freed.

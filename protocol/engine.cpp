@@ -585,6 +585,7 @@ bool Engine::try_src_avail() {
     if (!(peer_caps_ & kCapSrcAvail) || op.adverts.size() >= peer_max_adverts_) return false;
     if (tx_credits_ < kDataCredits) return false;
     if (op.total - op.pos < params_.send_zcopy_threshold) return false;
+    if (op.adverts.empty() && !port_.peer_receiving()) return false;  // see Port::peer_receiving
     std::size_t room = 0;
     std::byte* base = iov_ptr(op.iov, op.pos, &room);
     if (room < params_.send_zcopy_threshold) return false;

@@ -107,6 +107,8 @@ public:
     void rdma_write(proto::OpId op, const void* local, std::size_t len, const proto::Advert& remote, std::uint64_t offset) override;
     std::optional<std::uint32_t> expose(void* addr, std::size_t len, bool peer_writes) override;
     void revoke(std::uint32_t key) override;
+    bool peer_receiving() const noexcept override { return out_.consumer_receiving(); }
+    void receiving(int delta) noexcept { in_.receiving(delta); }
 
     // Feeds everything that arrived, and the completions of the copies done for it, into `eng`.
     // Returns how many events were fed, or -1 when the ring is corrupt (the engine was told).

@@ -32,6 +32,7 @@ struct RingControl {
     std::atomic<std::uint32_t> sleeping{0};              // consumer threads (about to be) asleep
     std::atomic<std::uint32_t> producer_gone{0};         // the producer will publish nothing more
     std::atomic<std::uint32_t> tcp_armed{0};             // the consumer waits in poll/epoll: ring its socket
+    std::atomic<std::uint32_t> receiving{0};             // the consumer's threads in a blocking receive
 };
 static_assert(sizeof(RingControl) == 192);
 
@@ -53,6 +54,7 @@ public:
     // epoll on the kernel socket, so a byte must go there to wake it).
     bool take_tcp_arm() noexcept { return ctl_->tcp_armed.load(std::memory_order_seq_cst) && ctl_->tcp_armed.exchange(0) != 0; }
     void wake() noexcept { ring_doorbell(); }  // wakes a sleeping consumer with nothing new
+    bool consumer_receiving() const noexcept { return ctl_->receiving.load(std::memory_order_acquire) != 0; }
     // Calls f(message) for each message published and not yet released by the consumer, in
     // order, without touching the ring.  False when f refused one or the records do not parse.
     bool walk_unreleased(const std::function<bool(std::span<const std::byte>)>& f) const;
@@ -84,6 +86,8 @@ public:
     // Asks the producer for a byte on the kernel socket at its next post.  Check pending() after
     // arming: what was published just before is not announced.
     void arm_tcp() noexcept { ctl_->tcp_armed.store(1, std::memory_order_seq_cst); }
+    // A thread of ours enters (+1) or leaves (-1) a blocking receive.
+    void receiving(int delta) noexcept { ctl_->receiving.fetch_add(static_cast<std::uint32_t>(delta), std::memory_order_acq_rel); }
     // Withdraws the request; true when the producer had not taken it yet (no byte is coming).
     bool disarm_tcp() noexcept { return ctl_->tcp_armed.exchange(0, std::memory_order_seq_cst) != 0; }
     bool nothing_released() const noexcept { return ctl_->tail.load(std::memory_order_acquire) == 0; }

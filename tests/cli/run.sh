@@ -187,4 +187,40 @@ man_clean() {
 }
 check "man pages render without warnings and list the options" man_clean
 
+# --- sdx stats -----------------------------------------------------------------------------------
+# A live accelerated pair (sdxperf, both under sdx): `sdx stats` lists both processes, their
+# sockets on shm with bytes moving, and the JSON says the same.
+stats_lists_live_sockets() {
+  local p=$((20000 + RANDOM % 12000)) srv cli i out
+  SDX_ACCELERATE=1 "$SDX" run -- "$ROOT/build/bin/sdxperf" -s -1 -p "$p" >"$T/perf-srv" 2>&1 &
+  srv=$!
+  for ((i = 0; i < 300; i++)); do [[ -n $(ss -ltnH "sport = :$p") ]] && break; sleep 0.01; done
+  SDX_ACCELERATE=1 "$SDX" run -- "$ROOT/build/bin/sdxperf" -c 127.0.0.1 -p "$p" -t 3 >"$T/perf-cli" 2>&1 &
+  cli=$!
+  # Until the client's connection shows up with bytes on shm (at most 3 s).
+  for ((i = 0; i < 300; i++)); do
+    out=$("$SDX" stats -p "$cli" --json 2>/dev/null)
+    "$PY" -c 'import json,sys; j=json.loads(sys.argv[1]); sys.exit(0 if any(s["path"]=="shm" and s["sdx_tx_bcopy"]+s["sdx_tx_zcopy"]>0 for p in j for s in p["live"]) else 1)' "$out" 2>/dev/null && break
+    sleep 0.01
+  done
+  "$SDX" stats >"$T/stats.txt"
+  kill "$cli" "$srv" 2>/dev/null
+  wait "$cli" "$srv" 2>/dev/null
+  cat "$T/stats.txt"
+  "$PY" - "$out" "$cli" <<'PYEOF' || return 1
+import json, sys
+procs = json.loads(sys.argv[1])
+assert len(procs) == 1 and procs[0]["pid"] == int(sys.argv[2]), procs
+p = procs[0]
+shm = [s for s in p["live"] if s["path"] == "shm"]
+assert shm, p["live"]
+assert p["sockets"]["accelerated"] >= 1 and p["bytes"]["sdx_tx"] > 0, p
+assert shm[0]["peer"].startswith("127.0.0.1:"), shm[0]
+PYEOF
+  grep -Eq "^pid $srv sdxperf: .* 1 accelerated" "$T/stats.txt" && grep -Eq "^pid $cli sdxperf" "$T/stats.txt" && grep -Eq "^ +[0-9]+ shm +127\.0\.0\.1:$p" "$T/stats.txt"
+}
+check "sdx stats lists live accelerated sockets of both processes (table and JSON)" stats_lists_live_sockets
+check "sdx stats -p of a process without sdx: exit 1 and says so" bash -c "'$SDX' stats -p 1 2>&1 >/dev/null | grep -q 'not running under sdx'; [[ \${PIPESTATUS[0]} == 1 ]]"
+check "sdx stats with a bad argument is a usage error (2)" bash -c "'$SDX' stats --bogus >/dev/null 2>&1; [[ \$? == 2 ]]"
+
 summary

@@ -731,3 +731,42 @@ TEST(Engine, SnapshotOfABusyEngineIsRefused) {
     EXPECT_EQ(p.a.eng->snapshot(blob), 0u);
     EXPECT_FALSE(p.a.eng->restore(blob));
 }
+
+// A sender advertises zero copy only to a peer that waits in a receive: with no progress thread,
+// a SrcAvail to a peer that is not receiving could block the send until the peer calls again.
+TEST(Engine, NoSrcAvailToAPeerThatIsNotReceiving) {
+    struct Idle : Side {
+        using Side::Side;
+        bool peer_receiving() const noexcept override { return false; }
+    };
+    Params prm = small_bufs();
+    Pair p(prm);
+    Idle a(prm);
+    a.peer = &p.b;
+    p.b.peer = &a;
+    auto ack = p.b.eng->accept_hello(a.eng->hello());
+    ASSERT_TRUE(ack.has_value());
+    ASSERT_TRUE(a.eng->accept_hello_ack(*ack));
+    std::vector<std::byte> msg = pattern(prm.send_zcopy_threshold * 2, 3), out(msg.size());
+    iovec s = iov_of(msg);
+    Op send{a.eng.get(), true, a.eng->start_send({&s, 1}, 0, false)};
+    auto settle = [&] {
+        for (int i = 0; i < 100000; ++i) {
+            bool any = a.deliver() | p.b.deliver() | a.complete() | p.b.complete();
+            send.step();
+            if (!any) break;
+        }
+    };
+    settle();
+    for (std::size_t got = 0; got < out.size();) {
+        iovec r = iov_of(out, got);
+        OpResult rr = p.b.eng->start_recv({&r, 1}, 0, true);
+        settle();
+        if (rr.result > 0) got += static_cast<std::size_t>(rr.result);
+    }
+    settle();
+    ASSERT_TRUE(send.done());
+    EXPECT_EQ(send.r.result, static_cast<long>(msg.size()));
+    EXPECT_EQ(msg, out);
+    EXPECT_EQ(a.eng->counters().src_avails, 0u);
+}

@@ -60,6 +60,7 @@ Result transfer(std::uint64_t total, std::size_t max_op, proto::Params prm, bool
         auto mine = Segment::attach_pid(parent, seg_fd, &e2);
         if (!mine) _exit(10);
         Channel ch(std::move(*mine), 1, parent);
+        if (!rx_nonblocking) ch.receiving(1);  // this process only ever waits in receives
         proto::Engine eng(prm, ch);
         std::vector<std::byte> hello(proto::kHelloSize);
         if (::read(hello_pipe[0], hello.data(), hello.size()) != static_cast<ssize_t>(hello.size())) _exit(11);

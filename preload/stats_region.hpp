@@ -1,0 +1,23 @@
+// This process's live statistics in shared memory (common/stats_shm.hpp), for `sdx stats`.
+#pragma once
+
+#include <sys/socket.h>
+
+#include <string>
+
+#include "common/stats_shm.hpp"
+
+namespace sdx::statsreg {
+
+// Creates the region (start-up, and in a fork()ed child, which gets its own); the totals move
+// there.  Without it (no memory) everything still counts, in process memory, and nothing is listed.
+void open() noexcept;
+// A line for socket `fd`, or nullptr (region full or absent).
+shmstats::SocketSlot* slot_for(int fd, shmstats::Path path) noexcept;
+void set_peer(shmstats::SocketSlot* s, const sockaddr* sa, socklen_t len) noexcept;
+// The socket lines as JSON ("[]" without a region).
+std::string live_json();
+// The fork()ed child: the inherited sockets get lines in its own region.
+void after_fork() noexcept;
+
+}  // namespace sdx::statsreg
