@@ -29,6 +29,7 @@ inline constexpr std::string_view kFallbackNames[] = {
     "setup_failed",      // memory or segment set-up failed
     "exec",              // exec(): the stream went back to TCP for the new program
     "rule",              // a rule or option said tcp
+    "other_user",        // connect(): the sdx listener runs as another user (it could not attach)
 };
 inline constexpr int kFallbacks = static_cast<int>(std::size(kFallbackNames));
 

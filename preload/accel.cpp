@@ -303,9 +303,13 @@ Conn* announce(const sockaddr* dst, socklen_t len, shmstats::SocketSlot* slot) n
         return nullptr;
     }
     try {
-        auto seg = rdv::announce(dst, len, ring_capacity());
+        rdv::Refusal why{};
+        auto seg = rdv::announce(dst, len, ring_capacity(), &why);
         if (!seg) {
-            note_fallback(Fallback::NoListener, slot);
+            note_fallback(why == rdv::Refusal::OtherUser     ? Fallback::OtherUser
+                          : why == rdv::Refusal::SetupFailed ? Fallback::SetupFailed
+                                                             : Fallback::NoListener,
+                          slot);
             return nullptr;
         }
         auto hello = proto::Engine::hello_for(params());

@@ -203,7 +203,8 @@ std::optional<shm::Segment> Listener::claim(const sockaddr* peer, socklen_t len,
     }
 }
 
-std::optional<shm::Segment> announce(const sockaddr* dst, socklen_t len, std::size_t ring_capacity) {
+std::optional<shm::Segment> announce(const sockaddr* dst, socklen_t len, std::size_t ring_capacity, Refusal* why) {
+    *why = Refusal::NoListener;
     auto e = endpoint(dst, len);
     if (!e) return std::nullopt;
     // The listener may sit on the exact address, on the wildcard of its family, or on the IPv6
@@ -229,6 +230,17 @@ std::optional<shm::Segment> announce(const sockaddr* dst, socklen_t len, std::si
         s = -1;
     }
     if (s < 0) return std::nullopt;
+    // The listener attaches our segment through /proc/<pid>/fd and reads our memory with
+    // process_vm_readv: it can when it runs as our user or as root.  Otherwise it could not
+    // answer, and we would wait handshake_timeout for nothing: stay on TCP at once.
+    ucred cred{};
+    socklen_t cl = sizeof cred;
+    if (real::getsockopt(s, SOL_SOCKET, SO_PEERCRED, &cred, &cl) != 0 || (cred.uid != ::geteuid() && cred.uid != 0)) {
+        real::close(s);
+        *why = Refusal::OtherUser;
+        return std::nullopt;
+    }
+    *why = Refusal::SetupFailed;
     std::string err;
     auto seg = shm::Segment::create(ring_capacity, &err);
     if (!seg) {

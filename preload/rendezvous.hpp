@@ -47,7 +47,9 @@ private:
 
 // The connecting side's half: a segment announced to the listener of `dst`, or nothing (no sdx
 // listener there, not a local address, or an error).
-std::optional<shm::Segment> announce(const sockaddr* dst, socklen_t len, std::size_t ring_capacity);
+// Why announce() gave nothing.
+enum class Refusal { NoListener, OtherUser, SetupFailed };
+std::optional<shm::Segment> announce(const sockaddr* dst, socklen_t len, std::size_t ring_capacity, Refusal* why);
 // The kernel chose our address: publish it (after connect() returned 0 or EINPROGRESS).
 void publish_address(shm::Segment& seg, int fd);
 

@@ -39,6 +39,7 @@ enum class Fallback : int {
     SetupFailed,
     Exec,
     Rule,
+    OtherUser,
     count_
 };
 static_assert(static_cast<int>(Fallback::count_) == shmstats::kFallbacks);

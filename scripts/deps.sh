@@ -11,6 +11,7 @@ PACKAGES=(
   libibverbs-dev librdmacm-dev libfabric-dev libfabric-bin
   # the real programs the tests and the demo drive
   iperf3 sockperf redis-server redis-tools nginx-light curl python3 openssh-server openssh-client socat
+  postgresql-15 postgresql-client-15 wrk
   iproute2 procps psmisc man-db groff-base binutils
 )
 

@@ -236,4 +236,30 @@ fi
 kill "$srv" 2>/dev/null
 wait "$srv" 2>/dev/null
 
+# PostgreSQL + pgbench (both as the postgres user: a listener attaches only the connections of its
+# own user, or of anyone when it runs as root).  The postmaster accepts, forks a backend per
+# connection and closes its copy: the backend takes the connection over.
+pg_case() {
+  local d=$tmp/pg p pgbin=/usr/lib/postgresql/15/bin
+  [[ -x $pgbin/postgres ]] || { fail "pgbench" "PostgreSQL 15 is not installed ($pgbin)"; return; }
+  mkdir -p "$d" && chown postgres "$d" "$tmp" && chmod 755 "$tmp"
+  p=$(port)
+  su postgres -s /bin/bash -c "$pgbin/initdb -D $d/data -A trust" >"$d.initdb" 2>&1 || { fail "pgbench" "initdb: $(tail -3 "$d.initdb")"; return; }
+  local env="SDX_ACCELERATE=1 SDX_STATS=1"
+  su postgres -s /bin/bash -c "$env SDX_STATS_FILE=$d/srv/%p.json $SDX run -- $pgbin/postgres -D $d/data -p $p -k $d -c listen_addresses=127.0.0.1" >"$d.srv" 2>&1 &
+  mkdir -p "$d/srv" "$d/cli" && chown postgres "$d/srv" "$d/cli"
+  local srv=$!
+  wait_listen "$p" || { fail "pgbench" "postgres did not listen: $(tail -3 "$d.srv")"; kill "$srv"; return; }
+  if su postgres -s /bin/bash -c "cd $d; $env SDX_STATS_FILE=$d/cli/%p.json $SDX run -- pgbench -h 127.0.0.1 -p $p -i -s 2 postgres && $env SDX_STATS_FILE=$d/cli/%p.json $SDX run -- pgbench -h 127.0.0.1 -p $p -c 4 -j 2 -t 500 postgres" >"$d.cli" 2>&1 &&
+    grep -q "number of failed transactions: 0" "$d.cli" && grep -q "number of transactions actually processed: 2000/2000" "$d.cli"; then
+    local why
+    if why=$(accelerated "$d/cli" 100000 2>&1); then pass "pgbench against PostgreSQL ($why)"; else fail "pgbench" "$why"; fi
+  else
+    fail "pgbench" "$(tail -5 "$d.cli")"
+  fi
+  su postgres -s /bin/bash -c "$pgbin/pg_ctl -D $d/data stop -m fast" >/dev/null 2>&1
+  wait "$srv" 2>/dev/null
+}
+pg_case
+
 summary
