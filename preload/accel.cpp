@@ -82,8 +82,8 @@ int feed(Conn* c) {
 // Has the peer ring the kernel socket at its next message (the application is about to wait in
 // poll or epoll there), then takes in what arrived before the arming, which rang nothing.  True
 // when something did arrive.  The caller holds c->mu.
-bool arm_and_take(Conn* c) {
-    c->ch->arm_socket_doorbell();
+bool arm_and_take(Conn* c, bool read = true, bool write = true) {
+    c->ch->arm_socket_doorbell(read, write);
     return c->ch->incoming() && feed(c) > 0;
 }
 
@@ -496,7 +496,7 @@ ssize_t send(Socket* s, int fd, const iovec* iov, int cnt, int flags, bool* hand
             // Out of credits: the peer's next message (its credit update) must ring the kernel
             // socket, so that an application waiting in epoll or poll for POLLOUT wakes up.  What
             // came in before the arming would ring nothing: use it now.
-            if (!arm_and_take(c) || !e.writable()) break;
+            if (!arm_and_take(c, false, true) || !e.writable()) break;
             std::size_t done = r > 0 ? static_cast<std::size_t>(r) : 0;
             std::vector<iovec> rest;
             for (int i = 0, skip = 0; i < cnt; ++i) {
@@ -583,7 +583,7 @@ ssize_t recv(Socket* s, int fd, const iovec* iov, int cnt, int flags, bool* hand
             // Nothing here.  From now on the peer rings the kernel socket (poll and epoll wait
             // there); what raced in before the arming, or a peer that went away, is taken now.
             if (retry == 0) drain_doorbells_locked(c, fd);
-            if (!arm_and_take(c)) check_peer(c, fd);
+            if (!arm_and_take(c, true, false)) check_peer(c, fd);
             if (!e.readable()) break;
             r = drive_op(c, fd, lk, e.start_recv({iov, static_cast<std::size_t>(cnt)}, eflags, nb),
                          [&] { return e.progress_recv(); }, [&] { return e.interrupt_recv(); });
@@ -654,7 +654,7 @@ bool ioctl(Conn* c, int fd, unsigned long request, int* value) noexcept {
         if (c->eng->bytes_readable() == 0) {
             // An application that asks before it reads (nginx on keep-alive) may go to sleep in
             // epoll right after: have the peer ring the kernel socket, and take what raced in.
-            arm_and_take(c);
+            arm_and_take(c, true, false);
         }
         *value = static_cast<int>(std::min<std::size_t>(c->eng->bytes_readable(), INT32_MAX));
     }
@@ -705,7 +705,7 @@ short poll_events(Conn* c, int fd, short want, std::uint64_t* gen) noexcept {
     return static_cast<short>(m & (static_cast<unsigned>(want) | POLLERR | POLLHUP));
 }
 
-bool arm(Conn* c, int fd) noexcept {
+bool arm(Conn* c, int fd, bool read, bool write) noexcept {
     if (c->state.load(std::memory_order_acquire) != State::Accelerated) return false;
     std::lock_guard<std::mutex> lk(c->mu);
     if (given_back(c)) {
@@ -713,7 +713,7 @@ bool arm(Conn* c, int fd) noexcept {
         return true;  // look again: the socket is on kernel TCP now
     }
     Use use(c, fd);
-    return arm_and_take(c);
+    return arm_and_take(c, read, write);
 }
 
 void add_holder(Conn* c) noexcept {

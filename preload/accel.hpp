@@ -98,7 +98,7 @@ void publish_shared() noexcept;
 // message and reports whether something arrived meanwhile (then do not sleep).
 // `gen`, when given, receives the connection's event generation (see Conn::gen).
 short poll_events(Conn* c, int fd, short want, std::uint64_t* gen = nullptr) noexcept;
-bool arm(Conn* c, int fd) noexcept;
+bool arm(Conn* c, int fd, bool read, bool write) noexcept;  // what the waiter waits for
 // Takes the doorbell bytes the peer sent off the kernel socket (never more than it counted).
 void drain_doorbells(Conn* c, int fd) noexcept;
 void drain_doorbells_locked(Conn* c, int fd) noexcept;  // caller holds c->mu

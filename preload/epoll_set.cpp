@@ -200,7 +200,10 @@ int scan(Set* set, epoll_event* out, int max, bool* pending) noexcept {
 bool arm_all(Set* set) noexcept {
     bool raced = false;
     for (Entry* e : set->managed)
-        if (accel::Conn* c = conn_of(e); c && !e->disabled && accel::arm(c, e->fd)) raced = true;
+        if (accel::Conn* c = conn_of(e); c && !e->disabled &&
+            accel::arm(c, e->fd, e->app.events & (EPOLLIN | EPOLLRDNORM | EPOLLPRI | EPOLLRDHUP),
+                       e->app.events & (EPOLLOUT | EPOLLWRNORM)))
+            raced = true;
     return raced;
 }
 

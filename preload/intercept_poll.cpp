@@ -90,7 +90,9 @@ int poll_mixed(pollfd* fds, nfds_t n, long long timeout_ns, const sigset_t* mask
         bool raced = false;
         if (ready == 0)
             for (nfds_t i = 0; i < n; ++i)
-                if (conns[i] && accel::arm(conns[i], fds[i].fd)) raced = true;
+                if (conns[i] && accel::arm(conns[i], fds[i].fd, fds[i].events & (POLLIN | POLLRDNORM | POLLPRI | POLLRDHUP),
+                                           fds[i].events & (POLLOUT | POLLWRNORM)))
+                    raced = true;
         long long wait_ns = 0;
         if (ready == 0 && !raced) {
             wait_ns = deadline < 0 ? -1 : std::max(0LL, deadline - now_ns());

@@ -129,7 +129,11 @@ public:
         ring_socket_ = ring;
         socket_fd_ = fd;
     }
-    void arm_socket_doorbell() noexcept { in_.arm_tcp(); }
+    // The application is about to wait on the kernel socket for something to read and/or room to
+    // write: the peer's next message that brings it also rings the socket.
+    void arm_socket_doorbell(bool read = true, bool write = true) noexcept {
+        in_.arm_tcp((read ? kArmRead : 0) | (write ? kArmWrite : 0));
+    }
     bool incoming() const noexcept { return in_.pending() || !done_.empty(); }
 
     // Returning the stream to kernel TCP (before exec; the protocol is in preload/accel.cpp).

@@ -37,6 +37,7 @@ struct RingControl {
 static_assert(sizeof(RingControl) == 192);
 
 inline constexpr std::size_t kRecordHeader = 8;
+inline constexpr std::uint32_t kArmRead = 1, kArmWrite = 2;  // RingControl::tcp_armed
 
 enum class PostResult { Ok, Full, TooLarge };
 
@@ -52,7 +53,15 @@ public:
     void close() noexcept;  // tell the consumer nothing more will come, and wake it
     // After a post: true once when the consumer armed its socket doorbell (it waits in poll or
     // epoll on the kernel socket, so a byte must go there to wake it).
-    bool take_tcp_arm() noexcept { return ctl_->tcp_armed.load(std::memory_order_seq_cst) && ctl_->tcp_armed.exchange(0) != 0; }
+    // `data`: the message just posted brings something to read (Data, SrcAvail, DisConn, ...);
+    // otherwise it only returns credits, which matter to a consumer waiting to write.
+    bool take_tcp_arm(bool data) noexcept {
+        std::uint32_t cur = ctl_->tcp_armed.load(std::memory_order_seq_cst);
+        std::uint32_t want = data ? (kArmRead | kArmWrite) : kArmWrite;
+        while (cur & want)
+            if (ctl_->tcp_armed.compare_exchange_weak(cur, 0, std::memory_order_seq_cst)) return true;
+        return false;
+    }
     void wake() noexcept { ring_doorbell(); }  // wakes a sleeping consumer with nothing new
     bool consumer_receiving() const noexcept { return ctl_->receiving.load(std::memory_order_acquire) != 0; }
     // Calls f(message) for each message published and not yet released by the consumer, in
@@ -85,7 +94,8 @@ public:
     bool producer_gone() const noexcept { return ctl_->producer_gone.load(std::memory_order_acquire) != 0; }
     // Asks the producer for a byte on the kernel socket at its next post.  Check pending() after
     // arming: what was published just before is not announced.
-    void arm_tcp() noexcept { ctl_->tcp_armed.store(1, std::memory_order_seq_cst); }
+    // What the consumer waits for: kArmRead (something to read), kArmWrite (credits), or both.
+    void arm_tcp(std::uint32_t what) noexcept { ctl_->tcp_armed.fetch_or(what, std::memory_order_seq_cst); }
     // A thread of ours enters (+1) or leaves (-1) a blocking receive.
     void receiving(int delta) noexcept { ctl_->receiving.fetch_add(static_cast<std::uint32_t>(delta), std::memory_order_acq_rel); }
     // Withdraws the request; true when the producer had not taken it yet (no byte is coming).
