@@ -46,10 +46,10 @@ public:
     virtual std::optional<std::uint32_t> expose(void* addr, std::size_t len, bool peer_writes) = 0;
     // The advertised memory is no longer available to the peer.
     virtual void revoke(std::uint32_t key) = 0;
-    // Whether the peer is waiting in a receive right now.  A SrcAvail completes only when the peer
-    // reads it; with no progress thread at the peer, advertising to a peer that is not receiving
-    // could block the send until it happens to call again (a program that writes, then reads the
-    // other end in the same thread, never would): then the engine copies instead.
+    // Whether a SrcAvail now will be read without this send having to return first.  A SrcAvail
+    // completes only when the peer reads it; a peer that is this very thread (a program that
+    // writes, then reads the other end) never would: the transport says no, and the engine
+    // copies instead.
     virtual bool peer_receiving() const noexcept { return true; }
 };
 

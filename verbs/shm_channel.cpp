@@ -160,7 +160,7 @@ RingConsumer Segment::consumer(int side) const noexcept { return RingConsumer(co
 // --- Channel -----------------------------------------------------------------------------------
 
 Channel::Channel(Segment seg, int side, pid_t peer_pid)
-    : seg_(std::move(seg)), out_(seg_.producer(side)), in_(seg_.consumer(side)), peer_(peer_pid), side_(side) {}
+    : seg_(std::move(seg)), out_(seg_.producer(side)), in_(seg_.consumer(side)), peer_(peer_pid), self_(::getpid()), side_(side) {}
 
 Channel::~Channel() {
     if (!detached_) out_.close();

@@ -107,7 +107,9 @@ public:
     void rdma_write(proto::OpId op, const void* local, std::size_t len, const proto::Advert& remote, std::uint64_t offset) override;
     std::optional<std::uint32_t> expose(void* addr, std::size_t len, bool peer_writes) override;
     void revoke(std::uint32_t key) override;
-    bool peer_receiving() const noexcept override { return out_.consumer_receiving(); }
+    // Only a peer in this very process can be unable to read until our send returns (it is our own
+    // thread): another process reads when it gets to it, as TCP's receiver would.
+    bool peer_receiving() const noexcept override { return peer_ != self_ || out_.consumer_receiving(); }
     void receiving(int delta) noexcept { in_.receiving(delta); }
 
     // Feeds everything that arrived, and the completions of the copies done for it, into `eng`.
@@ -171,6 +173,7 @@ private:
     RingProducer out_;
     RingConsumer in_;
     pid_t peer_;
+    pid_t self_;
     int side_;
     std::vector<std::pair<proto::OpId, bool>> done_;  // completions of the synchronous copies
     std::uint32_t next_key_ = 1;
