@@ -57,3 +57,4 @@ summary["engine_over_shm_vs_tcp (median)"] = {
 json.dump(summary, open(f"{out}/summary.json", "w"), indent=2)
 print(json.dumps(summary, indent=2))
 PY
+bench/apps.sh  # 4. Real programs (iperf3, sockperf, redis, nginx + wrk, connections), kernel TCP vs sdx: build/bench/apps.json

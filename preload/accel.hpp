@@ -50,6 +50,8 @@ struct Conn {
     std::uint64_t epoch = 0;                  // this process's latest claim on the connection (accel.cpp)
     std::atomic<shmstats::SocketSlot*> slot{nullptr};  // the socket's `sdx stats` line
     std::atomic<long long> rcvtimeo_ns{0};    // SO_RCVTIMEO / SO_SNDTIMEO (0: none)
+    long long spin_ns = -1;                   // the adaptive spin budget now (-1: not yet set; under mu)
+    unsigned spin_idle = 0;                   // waits since the budget fell to zero
     std::atomic<long long> sndtimeo_ns{0};
 };
 

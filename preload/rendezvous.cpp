@@ -2,6 +2,7 @@
 
 #include <arpa/inet.h>
 #include <errno.h>
+#include <poll.h>
 #include <linux/futex.h>
 #include <netinet/in.h>
 #include <sys/mman.h>
@@ -146,6 +147,12 @@ void Listener::drain() {
         if (c < 0) return;
         Announcement a{};
         ssize_t n = real::recv(c, &a, sizeof a, MSG_DONTWAIT);
+        if (n < 0 && errno == EAGAIN) {
+            // The client connected and is still setting up its segment (tens of microseconds):
+            // it sends right after.  Closing now would make it fall back to TCP; wait briefly.
+            pollfd p{c, POLLIN, 0};
+            if (real::poll(&p, 1, 2) == 1) n = real::recv(c, &a, sizeof a, MSG_DONTWAIT);
+        }
         real::close(c);
         if (n != sizeof a || a.magic != kMagic || a.pid <= 0 || a.fd < 0) continue;
         for (auto& slot : table_->slots) {

@@ -35,3 +35,32 @@ port() {
   done
   echo 0
 }
+
+# nginx_conf DIR PORT SENDFILE KEEPALIVE_REQUESTS: a private nginx configuration in DIR/nginx.conf
+# (2 workers, no access log, every temp path and the pid file under DIR, files served from DIR/www).
+nginx_conf() {
+  local d=$1 p=$2 sendfile=$3 requests=$4
+  mkdir -p "$d/www" "$d/tmp"
+  cat >"$d/nginx.conf" <<CONF
+daemon off;
+master_process on;
+worker_processes 2;
+user root;
+pid $d/nginx.pid;
+error_log $d/error.log warn;
+events { worker_connections 1024; }
+http {
+  default_type application/octet-stream;
+  access_log off;
+  client_body_temp_path $d/tmp/body;
+  proxy_temp_path $d/tmp/proxy;
+  fastcgi_temp_path $d/tmp/fastcgi;
+  uwsgi_temp_path $d/tmp/uwsgi;
+  scgi_temp_path $d/tmp/scgi;
+  sendfile $sendfile;
+  keepalive_timeout 60;
+  keepalive_requests $requests;
+  server { listen 127.0.0.1:$p; root $d/www; }
+}
+CONF
+}

@@ -116,8 +116,12 @@ public:
     // Returns how many events were fed, or -1 when the ring is corrupt (the engine was told).
     int drive(proto::Engine& eng, int budget = 64);
     // Waits for the peer: spin, then sleep on the doorbell.  False when a signal interrupted it.
-    bool wait(long long spin_ns, long long timeout_ns) noexcept {
-        return !done_.empty() || in_.wait(spin_ns, timeout_ns);  // completions to feed: no sleep
+    bool wait(long long spin_ns, long long timeout_ns, bool* spin_paid = nullptr) noexcept {
+        if (!done_.empty()) {  // completions to feed: no sleep
+            if (spin_paid) *spin_paid = true;
+            return true;
+        }
+        return in_.wait(spin_ns, timeout_ns, spin_paid);
     }
     void close() noexcept { out_.close(); }  // we will send nothing more: wake the peer
     void detach() noexcept { detached_ = true; }  // another process goes on with it: leave it open

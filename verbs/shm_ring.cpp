@@ -185,7 +185,8 @@ bool RingConsumer::restore(std::span<const std::byte> in) noexcept {
     return true;
 }
 
-bool RingConsumer::wait(long long spin_ns, long long timeout_ns) noexcept {
+bool RingConsumer::wait(long long spin_ns, long long timeout_ns, bool* spin_paid) noexcept {
+    if (spin_paid) *spin_paid = true;
     if (pending() || producer_gone()) return true;
     long long start = now_ns();
     if (spin_ns > 0) {
@@ -194,6 +195,7 @@ bool RingConsumer::wait(long long spin_ns, long long timeout_ns) noexcept {
             if (pending() || producer_gone()) return true;
         }
     }
+    if (spin_paid) *spin_paid = false;
     std::uint32_t seq = ctl_->doorbell.load(std::memory_order_seq_cst);
     ctl_->sleeping.fetch_add(1, std::memory_order_seq_cst);
     bool ok = true;

@@ -105,7 +105,8 @@ public:
     bool walk_unreleased(const std::function<bool(std::span<const std::byte>)>& f) const;
     // Sleeps until a message is published, the producer rings or `timeout_ns` passes (< 0: no
     // limit).  Spins first for `spin_ns`.  Returns false on a signal (EINTR), true otherwise.
-    bool wait(long long spin_ns, long long timeout_ns) noexcept;
+    // *spin_paid: whether the wait ended while still spinning (no sleep was needed).
+    bool wait(long long spin_ns, long long timeout_ns, bool* spin_paid = nullptr) noexcept;
     // Where this consumer stands (what it read, what it holds), as bytes, and back.
     std::size_t snapshot(std::span<std::byte> out) const noexcept;  // 0: too small
     bool restore(std::span<const std::byte> in) noexcept;

@@ -140,28 +140,7 @@ d=$tmp/nginx p=$(port)
 mkdir -p "$d/www" "$d/tmp"
 for n in 1 1000 65536 100000 1048576 3000000 8388608; do head -c "$n" /dev/urandom >"$d/www/f$n.bin"; done
 for sendfile in off on; do
-  cat >"$d/nginx.conf" <<CONF
-daemon off;
-master_process on;
-worker_processes 2;
-user root;
-pid $d/nginx.pid;
-error_log $d/error.log info;
-events { worker_connections 256; }
-http {
-  default_type application/octet-stream;
-  access_log off;
-  client_body_temp_path $d/tmp/body;
-  proxy_temp_path $d/tmp/proxy;
-  fastcgi_temp_path $d/tmp/fastcgi;
-  uwsgi_temp_path $d/tmp/uwsgi;
-  scgi_temp_path $d/tmp/scgi;
-  sendfile $sendfile;
-  keepalive_timeout 30;
-  keepalive_requests 1000;
-  server { listen 127.0.0.1:$p; root $d/www; }
-}
-CONF
+  nginx_conf "$d" "$p" "$sendfile" 1000
   rm -rf "$d/srv" "$d/cli"
   sdxrun "$d/srv" nginx -p "$d" -c "$d/nginx.conf" -e "$d/error.log" >"$d.srv" 2>&1 &
   srv=$!
