@@ -228,11 +228,14 @@ std::optional<shm::Segment> announce(const sockaddr* dst, socklen_t len, std::si
         lens[count] = make_name(names[count], *e, true, true);
         ++count;
     }
-    int s = -1;
+    int s = -1, found = -1;
     for (int i = 0; i < count; ++i) {
         s = real::socket(AF_UNIX, SOCK_SEQPACKET | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
         if (s < 0) return std::nullopt;
-        if (real::connect(s, reinterpret_cast<sockaddr*>(&names[i]), lens[i]) == 0) break;
+        if (real::connect(s, reinterpret_cast<sockaddr*>(&names[i]), lens[i]) == 0) {
+            found = i;
+            break;
+        }
         real::close(s);
         s = -1;
     }
@@ -247,11 +250,20 @@ std::optional<shm::Segment> announce(const sockaddr* dst, socklen_t len, std::si
         *why = Refusal::OtherUser;
         return std::nullopt;
     }
+    // The segment is made only now that an sdx listener is known to exist (a peer without sdx
+    // costs one failed connect, nothing more), and before the connection that carries the
+    // announcement: the listener reads that connection as soon as it accepts it, so nothing slow
+    // may sit between our connect and our send.
+    real::close(s);
     *why = Refusal::SetupFailed;
     std::string err;
     auto seg = shm::Segment::create(ring_capacity, &err);
-    if (!seg) {
+    if (!seg) return std::nullopt;
+    s = real::socket(AF_UNIX, SOCK_SEQPACKET | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    if (s < 0) return std::nullopt;
+    if (real::connect(s, reinterpret_cast<sockaddr*>(&names[found]), lens[found]) != 0) {
         real::close(s);
+        *why = Refusal::NoListener;  // it went away meanwhile
         return std::nullopt;
     }
     shm::Rendezvous* rv = seg->rendezvous();
