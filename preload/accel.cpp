@@ -16,6 +16,7 @@
 #include <new>
 #include <vector>
 
+#include "common/clock.hpp"
 #include "common/log.hpp"
 #include "preload/real.hpp"
 #include "preload/rendezvous.hpp"
@@ -26,12 +27,6 @@
 namespace sdx::accel {
 
 namespace {
-
-long long now_ns() noexcept {
-    timespec ts;
-    ::clock_gettime(CLOCK_MONOTONIC, &ts);
-    return ts.tv_sec * 1000000000LL + ts.tv_nsec;
-}
 
 long long opt(conf::Opt o) noexcept { return g_rt.config->number(o); }
 
@@ -223,12 +218,6 @@ bool wait_peer(Conn* c, int fd, std::unique_lock<std::mutex>& lk, long long slic
     spin_learn(c, spin, paid);
     if (ok && !c->ch->incoming()) check_peer(c, fd);
     return ok;
-}
-
-std::size_t iov_bytes(const iovec* iov, int cnt) noexcept {
-    std::size_t n = 0;
-    for (int i = 0; i < cnt; ++i) n += iov[i].iov_len;
-    return n;
 }
 
 ssize_t finish(long r, int flags) {
@@ -505,7 +494,7 @@ ssize_t send(Socket* s, int fd, const iovec* iov, int cnt, int flags, bool* hand
         if (given_back(c)) return back_to_kernel(c, fd, handled);
         Use use(c, fd);
         proto::Engine& e = *c->eng;
-        std::size_t want = iov_bytes(iov, cnt);
+        std::size_t want = proto::iov_total({iov, static_cast<std::size_t>(cnt)});
         auto attempt = [&](const iovec* v, int n) {
             return drive_op(c, fd, lk, e.start_send({v, static_cast<std::size_t>(n)}, flags & MSG_OOB, nb),
                             [&] { return e.progress_send(); }, [&] { return e.interrupt_send(); },
@@ -563,7 +552,7 @@ ssize_t recv(Socket* s, int fd, const iovec* iov, int cnt, int flags, bool* hand
     // TCP semantics the engine does not model: a zero-length read still waits for data (the
     // kernel's target is one byte) and returns 0; MSG_TRUNC discards instead of copying (the
     // buffer may be NULL).
-    std::size_t want = iov_bytes(iov, cnt);
+    std::size_t want = proto::iov_total({iov, static_cast<std::size_t>(cnt)});
     if (want == 0 || (flags & MSG_TRUNC)) {
         static thread_local char scratch[64 * 1024];
         iovec v{scratch, want == 0 ? 1 : std::min(want, sizeof scratch)};

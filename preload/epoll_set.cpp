@@ -11,6 +11,7 @@
 #include <unordered_set>
 #include <vector>
 
+#include "common/clock.hpp"
 #include "preload/accel.hpp"
 #include "preload/fd_table.hpp"
 #include "preload/real.hpp"
@@ -224,12 +225,6 @@ int filter(Set* set, epoll_event* ev, int n, bool* rang) noexcept {
         *rang = true;
     }
     return kept;
-}
-
-long long now_ns() noexcept {
-    timespec ts;
-    ::clock_gettime(CLOCK_MONOTONIC, &ts);
-    return ts.tv_sec * 1000000000LL + ts.tv_nsec;
 }
 
 // The kernel wait, through the call the application made (its timeout resolution, its mask).

@@ -12,6 +12,7 @@
 #include <algorithm>
 #include <vector>
 
+#include "common/clock.hpp"
 #include "preload/accel.hpp"
 #include "preload/export.hpp"
 #include "preload/real.hpp"
@@ -52,12 +53,6 @@ bool any_accel(const pollfd* fds, nfds_t n) noexcept {
     for (nfds_t i = 0; i < n; ++i)
         if (conn_of(fds[i].fd)) return true;
     return false;
-}
-
-long long now_ns() noexcept {
-    timespec ts;
-    ::clock_gettime(CLOCK_MONOTONIC, &ts);
-    return ts.tv_sec * 1000000000LL + ts.tv_nsec;
 }
 
 // poll() over a set with accelerated sockets.  timeout_ns < 0: no limit.

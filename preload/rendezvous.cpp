@@ -16,6 +16,7 @@
 #include <cstring>
 #include <vector>
 
+#include "common/clock.hpp"
 #include "preload/real.hpp"
 
 namespace sdx::rdv {
@@ -80,12 +81,6 @@ socklen_t make_name(sockaddr_un& un, const Endpoint& e, bool wildcard, bool as_v
 }
 
 void futex_wake(std::atomic<std::uint32_t>* w) { ::syscall(SYS_futex, w, FUTEX_WAKE, INT32_MAX, nullptr, nullptr, 0); }
-
-long long now_ns() {
-    timespec ts;
-    ::clock_gettime(CLOCK_MONOTONIC, &ts);
-    return ts.tv_sec * 1000000000LL + ts.tv_nsec;
-}
 
 }  // namespace
 

@@ -8,6 +8,7 @@
 
 #include <vector>
 
+#include "common/clock.hpp"
 #include "common/log.hpp"
 #include "preload/accel.hpp"
 #include "preload/real.hpp"
@@ -21,12 +22,6 @@ constexpr std::uint32_t kStarted = 0x1;
 constexpr std::uint32_t kDone = 0x2;
 constexpr std::uint32_t kSideShift = 4;
 constexpr long long kBoundNs = 1000000000LL;  // how long either side waits for the other's step
-
-long long now_ns() noexcept {
-    timespec ts;
-    ::clock_gettime(CLOCK_MONOTONIC, &ts);
-    return ts.tv_sec * 1000000000LL + ts.tv_nsec;
-}
 
 // Waits (yielding the CPU) until `done()` or the bound passes.  False on timeout.
 template <typename Done>

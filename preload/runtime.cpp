@@ -124,7 +124,6 @@ void init() noexcept {
         log::configure(static_cast<log::Level>(cfg->number(conf::Opt::log_level)), cfg->text(conf::Opt::log), g_rt.program);
         g_rt.stats_enabled.store(cfg->flag(conf::Opt::stats), std::memory_order_relaxed);
         if (seccomp_active()) note_sandbox();
-        if (cfg->flag(conf::Opt::enable)) statsreg::open();
         g_rt.active.store(cfg->flag(conf::Opt::enable), std::memory_order_release);
         log::debug("loaded (config file: {}, {} rules)", cfg->file.empty() ? "none" : cfg->file, cfg->rules.size());
     } catch (...) {
@@ -158,6 +157,7 @@ void Stats::reset() noexcept {
 
 void track_new(int fd, int domain, SocketRole role, bool nonblocking, conf::Use decision) noexcept {
     if (fd < 0 || !g_rt.active.load(std::memory_order_acquire)) return;
+    statsreg::open();  // on the first socket: a process that never makes one pays nothing
     Socket* s = socket_alloc();
     if (!s) {
         log::warn("socket pool exhausted: fd {} stays on kernel TCP", fd);

@@ -6,6 +6,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <mutex>
 #include <cstring>
 #include <new>
 
@@ -37,7 +38,11 @@ void note_fallback(Fallback f, shmstats::SocketSlot* slot) noexcept {
 
 namespace statsreg {
 
-void open() noexcept {
+namespace {
+std::atomic<bool> g_opened{false};
+std::mutex g_open_mu;
+
+void create() noexcept {
     // The object lives as long as this process holds the fd or the mapping: nothing is left
     // behind, whatever kills the process.  The fd stays open (CLOEXEC) so `sdx stats` can find it
     // in /proc/PID/fd; it sits high, out of the way of programs that expect small numbers.
@@ -75,6 +80,15 @@ void open() noexcept {
     g_region = r;
     g_region_fd = fd;
     g_rt.totals.store(&r->totals, std::memory_order_release);
+}
+}  // namespace
+
+void open() noexcept {
+    if (g_opened.load(std::memory_order_acquire)) return;
+    std::lock_guard<std::mutex> lk(g_open_mu);
+    if (g_opened.load(std::memory_order_relaxed)) return;
+    create();
+    g_opened.store(true, std::memory_order_release);  // also when it failed: counted locally then
 }
 
 shmstats::SocketSlot* slot_for(int fd, shmstats::Path path) noexcept {
@@ -115,7 +129,7 @@ void after_fork() noexcept {
     shmstats::Totals& t = g_local_totals;
     for (auto* c : {&t.sockets_tracked, &t.sockets_accelerated, &t.sdx_tx, &t.sdx_rx, &t.tcp_tx, &t.tcp_rx}) c->store(0);
     for (auto& f : t.fallbacks) f.store(0);
-    open();
+    create();
     // Inherited sockets: lines in the child's region (their counters start over, as the process's).
     g_fds.for_each(0, ~0u >> 1, [](int fd, Socket* s) {
         shmstats::SocketSlot* old = s->slot.load(std::memory_order_acquire);

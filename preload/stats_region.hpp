@@ -9,8 +9,10 @@
 
 namespace sdx::statsreg {
 
-// Creates the region (start-up, and in a fork()ed child, which gets its own); the totals move
-// there.  Without it (no memory) everything still counts, in process memory, and nothing is listed.
+// Creates the region once, at the process's first tracked socket (before any socket can count
+// anything, so no count is lost when the totals move there); a fork()ed child that inherited one
+// gets its own.  Without it (no memory) everything still counts, in process memory, and nothing
+// is listed.
 void open() noexcept;
 // A line for socket `fd`, or nullptr (region full or absent).
 shmstats::SocketSlot* slot_for(int fd, shmstats::Path path) noexcept;

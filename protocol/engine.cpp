@@ -38,12 +38,6 @@ std::byte* iov_ptr(std::span<const iovec> iov, std::size_t pos, std::size_t* roo
     return nullptr;
 }
 
-std::size_t iov_total(std::span<const iovec> iov) noexcept {
-    std::size_t t = 0;
-    for (const iovec& v : iov) t += v.iov_len;
-    return t;
-}
-
 }  // namespace
 
 const char* abort_reason_name(AbortReason r) noexcept {

@@ -28,6 +28,13 @@ using OpId = std::uint64_t;    // a remote-memory operation the engine asked for
 
 // What the engine needs from the transport.  Implementations must not call back into the engine
 // from these functions: completions come later, through Engine::on_rdma_done.
+// Bytes in a gather list.
+inline std::size_t iov_total(std::span<const iovec> iov) noexcept {
+    std::size_t t = 0;
+    for (const iovec& v : iov) t += v.iov_len;
+    return t;
+}
+
 class Port {
 public:
     virtual ~Port() = default;

@@ -166,14 +166,6 @@ Channel::~Channel() {
     if (!detached_) out_.close();
 }
 
-namespace {
-std::size_t iov_total(std::span<const iovec> v) {
-    std::size_t n = 0;
-    for (const iovec& x : v) n += x.iov_len;
-    return n;
-}
-}  // namespace
-
 void Channel::post_send(std::span<const std::byte> header, std::span<const iovec> payload) {
     if (muted_) return;
     if (out_.post(header, payload) != PostResult::Ok) {
@@ -183,7 +175,7 @@ void Channel::post_send(std::span<const std::byte> header, std::span<const iovec
     // Data, SrcAvail, DisConn, AbortConn and urgent data wake a reader; every message returns
     // credits to a writer (wire.hpp: the message id is the first header byte).
     auto mid = header.empty() ? proto::Mid::Data : static_cast<proto::Mid>(header[0]);
-    bool readable = mid == proto::Mid::Data ? (header.size() + iov_total(payload) > proto::kBsdhSize)
+    bool readable = mid == proto::Mid::Data ? (header.size() + proto::iov_total(payload) > proto::kBsdhSize)
                                             : (mid == proto::Mid::SrcAvail || mid == proto::Mid::DisConn || mid == proto::Mid::AbortConn);
     if (ring_socket_ && out_.take_tcp_arm(readable)) {
         // A peer returning the stream to TCP waits until no doorbell is in flight, then takes the

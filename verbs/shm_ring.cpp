@@ -9,17 +9,13 @@
 
 #include <cstring>
 
+#include "common/clock.hpp"
+
 namespace sdx::shm {
 
 namespace {
 
 constexpr std::uint32_t kPad = 1u << 31;  // record header flag: padding up to the end of the ring
-
-long long now_ns() noexcept {
-    timespec ts;
-    ::clock_gettime(CLOCK_MONOTONIC, &ts);
-    return static_cast<long long>(ts.tv_sec) * 1000000000LL + ts.tv_nsec;
-}
 
 inline void cpu_relax() noexcept {
 #if defined(__x86_64__) || defined(__i386__)
