@@ -68,7 +68,7 @@ SEM_BINS    := $(patsubst tests/semantics/%.cpp,$(B)/tests/semantics/%,$(SEM_SRC
 SEM_FORT    := $(addsuffix .fortify,$(SEM_BINS))
 BENCH_BINS  := $(patsubst bench/%.cpp,$(B)/bench/%,$(BENCH_SRC))
 EXAMPLE_BINS:= $(patsubst examples/%.cpp,$(B)/bin/%,$(EXAMPLE_SRC))
-MAN_PAGES   := man/sdx.1 man/sdx.conf.5
+MAN_PAGES   := man/sdx.1 man/sdx.conf.5 man/sdx.7
 
 .PHONY: all deps demo test unit semantics integration cli-tests bench install clean distclean
 all: $(LIB) $(SDX) $(MAN_PAGES) $(EXAMPLE_BINS)
@@ -171,6 +171,7 @@ install: all
 	install -D -m 0755 $(LIB) $(DESTDIR)$(PREFIX)/lib/libsdx.so
 	install -D -m 0644 man/sdx.1 $(DESTDIR)$(PREFIX)/share/man/man1/sdx.1
 	install -D -m 0644 man/sdx.conf.5 $(DESTDIR)$(PREFIX)/share/man/man5/sdx.conf.5
+	install -D -m 0644 man/sdx.7 $(DESTDIR)$(PREFIX)/share/man/man7/sdx.7
 
 clean:
 	rm -rf $(B) $(MAN_PAGES)

@@ -215,43 +215,7 @@ EOF
 }
 
 # ---- 6. connection rate: connect, 64 B request, 64 B answer, close; python at both ends ---------
-cat >"$tmp/conn_server.py" <<'EOF'
-# Echo server: one process, nonblocking, echoes whatever comes and closes on EOF.
-import selectors, signal, socket, sys
-signal.signal(signal.SIGTERM, lambda *a: sys.exit(0))
-sel = selectors.DefaultSelector()
-ls = socket.socket()
-ls.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-ls.bind(("127.0.0.1", int(sys.argv[1])))
-ls.listen(512)
-ls.setblocking(False)
-sel.register(ls, selectors.EVENT_READ)
-while True:
-    for key, _ in sel.select():
-        s = key.fileobj
-        if s is ls:
-            try:
-                c, _ = ls.accept()
-            except BlockingIOError:
-                continue
-            c.setblocking(False)
-            sel.register(c, selectors.EVENT_READ)
-            continue
-        try:
-            b = s.recv(65536)
-        except (BlockingIOError, InterruptedError):
-            continue
-        except OSError:
-            b = b""
-        if b:
-            try:
-                s.sendall(b)
-            except OSError:
-                pass
-        else:
-            sel.unregister(s)
-            s.close()
-EOF
+# The server is tests/accel/churn.py's echo server (one process, nonblocking).
 cat >"$tmp/conn_client.py" <<'EOF'
 # For SECONDS: connect, send 64 B, read the 64 B echo, close.  Prints {"conns", "conn_s"}.
 import json, socket, sys, time
@@ -278,7 +242,7 @@ print(json.dumps({"conns": n, "conn_s": round(n / el, 1)}))
 EOF
 m_connrate() {
   local mode=$1 r=$2 d=$tmp/connrate-$1-$2 p; p=$(port)
-  if ! start_server "$mode" "$d/srv" "$d.srv" "$p" "$PY" "$tmp/conn_server.py" "$p"; then
+  if ! start_server "$mode" "$d/srv" "$d.srv" "$p" "$PY" "$ROOT/tests/accel/churn.py" server "$p" 0; then
     stop_server; record connrate "$mode" "$r" "$d/cli" "$(jstr "server did not listen: $(tail -2 "$d.srv")")" '{}' '{}'; return
   fi
   if ! run_under "$mode" "$d/cli" "$PY" "$tmp/conn_client.py" "$p" "$SECS" >"$d.out" 2>&1; then

@@ -16,7 +16,8 @@ std::string totals_json(const Totals& t) {
                                   t.sockets_tracked.load(), t.sockets_accelerated.load(), t.sdx_tx.load(), t.sdx_rx.load(),
                                   t.tcp_tx.load(), t.tcp_rx.load());
     for (int f = 0; f < kFallbacks; ++f) out += fmt::format(R"({}"{}":{})", f ? "," : "", kFallbackNames[f], t.fallbacks[f].load());
-    return out + "}";
+    return out + fmt::format(R"(}},"segments":{{"created":{},"reused":{},"attached":{},"cached":{}}})", t.seg_created.load(),
+                             t.seg_reused.load(), t.seg_attached.load(), t.seg_cached.load());
 }
 
 std::string peer_text(const SocketSlot& s) {

@@ -13,7 +13,7 @@
 namespace sdx::shmstats {
 
 inline constexpr char kMagic[8] = {'S', 'D', 'X', 'S', 'T', 'A', 'T', '1'};
-inline constexpr std::uint32_t kVersion = 1;
+inline constexpr std::uint32_t kVersion = 2;
 inline constexpr char kMemfdName[] = "sdx-stats";
 inline constexpr std::uint32_t kSlots = 1024;  // sockets listed per process (more are counted, not listed)
 
@@ -39,6 +39,9 @@ struct Totals {
     std::atomic<std::uint64_t> sdx_tx{0}, sdx_rx{0};  // payload bytes over sdx
     std::atomic<std::uint64_t> tcp_tx{0}, tcp_rx{0};  // payload bytes over kernel TCP (tracked sockets)
     std::atomic<std::uint64_t> fallbacks[kFallbacks]{};
+    // Connection segments (verbs/shm_pool.hpp): made or reused by the connecting side, mapped
+    // anew or found mapped by the accepting side.
+    std::atomic<std::uint64_t> seg_created{0}, seg_reused{0}, seg_attached{0}, seg_cached{0};
 };
 
 enum class Path : std::uint32_t { Free = 0, Tcp = 1, Pending = 2, Shm = 3, Listen = 4 };

@@ -23,6 +23,7 @@
 #include "preload/restart.hpp"
 #include "preload/runtime.hpp"
 #include "preload/revert.hpp"
+#include "verbs/shm_pool.hpp"
 
 namespace sdx::accel {
 
@@ -38,6 +39,7 @@ proto::Params params() noexcept {
     p.recv_zcopy_threshold = static_cast<std::size_t>(opt(conf::Opt::recv_zcopy_threshold));
     p.zcopy_max_chunk = static_cast<std::size_t>(opt(conf::Opt::zcopy_max_chunk));
     p.rdma_sync = true;  // cross-memory attach completes inside the call
+    if (g_rt.config->flag(conf::Opt::early_data)) p.caps |= proto::kCapEarly;
     return p;
 }
 
@@ -47,7 +49,15 @@ std::size_t ring_capacity() noexcept {
 }
 
 // A doorbell on the peer's kernel socket: one byte through the real send(), never the shim's.
-bool ring_socket(int fd) {
+bool ring_socket(int fd, bool first) {
+    if (first && !g_rt.sandboxed.load(std::memory_order_relaxed)) {  // (before_sandbox did it then)
+        // The kernel connection carries only 1-byte doorbells now: Nagle would hold each one back
+        // until the previous one is acknowledged (40 ms of delayed ACK on loopback).  Set at the
+        // first ring, not at set-up: most short connections never ring.  The application still
+        // sees the TCP_NODELAY it set (intercept_socket.cpp).
+        int one = 1;
+        real::setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+    }
     char b = 0;
     if (g_rt.sandboxed.load(std::memory_order_relaxed)) return real::write(fd, &b, 1) == 1;
     return real::send(fd, &b, 1, MSG_DONTWAIT | MSG_NOSIGNAL) == 1;
@@ -59,6 +69,19 @@ void futex_wait(std::atomic<std::uint32_t>* w, std::uint32_t val, long long ns) 
 }
 
 void futex_wake(std::atomic<std::uint32_t>* w) noexcept { ::syscall(SYS_futex, w, FUTEX_WAKE, INT32_MAX, nullptr, nullptr, 0); }
+
+// The active side gives up on an announcement that was not accepted (yet): false when it was.
+bool withdraw(shm::Rendezvous* rv) noexcept {
+    for (;;) {
+        std::uint32_t seen = rv->state.load(std::memory_order_acquire);
+        std::uint32_t ph = shm::Rendezvous::phase_of(seen);
+        if (ph != shm::Rendezvous::Announced && ph != shm::Rendezvous::Claiming) return ph != shm::Rendezvous::Accepted;
+        if (rv->move(seen, shm::Rendezvous::Withdrawn)) {
+            futex_wake(&rv->state);
+            return true;
+        }
+    }
+}
 
 void go_accelerated(Conn* c, shm::Segment seg, int side, pid_t peer, int fd) {
     seg.rendezvous()->holders[side].store(1, std::memory_order_relaxed);
@@ -279,31 +302,46 @@ long drive_op(Conn* c, int fd, std::unique_lock<std::mutex>& lk, proto::OpResult
 
 proto::Params engine_params() noexcept { return params(); }
 
-void attach_channel(Conn* c, shm::Segment seg, int side, pid_t peer, int fd) {
-    // The kernel connection now carries only 1-byte doorbells: Nagle would hold each one back
-    // until the previous one is acknowledged (40 ms of delayed ACK on loopback).  The application
-    // still sees the TCP_NODELAY it set (intercept_socket.cpp).
-    int one = 1;
-    real::setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
-    c->ch = std::make_unique<shm::Channel>(std::move(seg), side, peer);
-    c->ch->set_socket_doorbell(ring_socket, fd);
-    c->ch->arm_socket_doorbell();  // an application may wait in poll/epoll before its first read
+namespace {
+// The engine parameters for the connection on `fd`, with the options the application set on the
+// socket before connect/accept (accepted sockets inherit the listener's).
+proto::Params socket_params(Conn* c, int fd) noexcept {
     proto::Params p = params();
+    if (!c->opts_set) return p;  // nothing set: the kernel's defaults, which are the engine's
     int inl = 0;
     socklen_t len = sizeof inl;
-    p.oob_inline = real::getsockopt(fd, SOL_SOCKET, SO_OOBINLINE, &inl, &len) == 0 && inl != 0;  // set before connect/accept
-    for (int which : {SO_RCVTIMEO, SO_SNDTIMEO}) {  // likewise (accepted sockets inherit the listener's)
+    p.oob_inline = real::getsockopt(fd, SOL_SOCKET, SO_OOBINLINE, &inl, &len) == 0 && inl != 0;
+    for (int which : {SO_RCVTIMEO, SO_SNDTIMEO}) {
         timeval tv{};
         socklen_t tl = sizeof tv;
         if (real::getsockopt(fd, SOL_SOCKET, which, &tv, &tl) == 0) set_timeout(c, which, tv);
     }
-    c->eng = std::make_unique<proto::Engine>(p, *c->ch);
+    return p;
+}
+
+// The channel exists: doorbells go through the kernel socket from now on.
+void wire_doorbell(Conn* c, int fd) noexcept {
+    c->ch->set_socket_doorbell(ring_socket, fd);
+    // Not armed yet: poll, select and epoll arm before they sleep (accel::arm), and a blocking
+    // call waits on the ring's futex.  Arming here would cost every connection a doorbell byte
+    // each way (a kernel TCP send, a wake-up and a read to take it off), which is most of a
+    // short connection's cost.
+}
+}  // namespace
+
+void attach_channel(Conn* c, shm::Segment seg, int side, pid_t peer, int fd) {
+    c->ch = std::make_unique<shm::Channel>(std::move(seg), side, peer, g_rt.pid);
+    wire_doorbell(c, fd);
+    c->eng = std::make_unique<proto::Engine>(socket_params(c, fd), *c->ch);
 }
 
 std::atomic<int> g_live{0};
 
 Conn::Conn() noexcept { g_live.fetch_add(1, std::memory_order_relaxed); }
-Conn::~Conn() { g_live.fetch_sub(1, std::memory_order_relaxed); }
+Conn::~Conn() {
+    if (poolable) shm::SegmentPool::unreserve_fd();  // the segment goes with the connection
+    g_live.fetch_sub(1, std::memory_order_relaxed);
+}
 
 bool any_live() noexcept { return g_live.load(std::memory_order_relaxed) > 0; }
 
@@ -311,7 +349,7 @@ bool enabled() noexcept {
     return g_rt.active.load(std::memory_order_acquire) && g_rt.config && g_rt.config->flag(conf::Opt::accelerate);
 }
 
-Conn* announce(const sockaddr* dst, socklen_t len, shmstats::SocketSlot* slot) noexcept {
+Conn* announce(const sockaddr* dst, socklen_t len, shmstats::SocketSlot* slot, bool opts_set) noexcept {
     if (!enabled()) return nullptr;
     if (!rdv::is_local(dst, len)) {
         note_fallback(Fallback::NotLocal, slot);
@@ -319,8 +357,8 @@ Conn* announce(const sockaddr* dst, socklen_t len, shmstats::SocketSlot* slot) n
     }
     try {
         rdv::Refusal why{};
-        auto seg = rdv::announce(dst, len, ring_capacity(), &why);
-        if (!seg) {
+        auto ann = rdv::announce(dst, len, ring_capacity(), &why);
+        if (!ann) {
             note_fallback(why == rdv::Refusal::OtherUser     ? Fallback::OtherUser
                           : why == rdv::Refusal::SetupFailed ? Fallback::SetupFailed
                                                              : Fallback::NoListener,
@@ -328,11 +366,21 @@ Conn* announce(const sockaddr* dst, socklen_t len, shmstats::SocketSlot* slot) n
             return nullptr;
         }
         auto hello = proto::Engine::hello_for(params());
-        std::memcpy(seg->rendezvous()->hello, hello.data(), std::min(hello.size(), sizeof seg->rendezvous()->hello));
-        auto* c = new Conn;
+        shm::Rendezvous* rv = ann->seg.rendezvous();
+        std::memcpy(rv->hello, hello.data(), std::min(hello.size(), sizeof rv->hello));
+        auto* c = new (std::nothrow) Conn;
+        if (!c) {
+            if (ann->poolable) shm::SegmentPool::unreserve_fd();
+            withdraw(rv);
+            note_fallback(Fallback::SetupFailed, slot);
+            return nullptr;
+        }
         c->active_side = true;
+        c->opts_set = opts_set;
         c->slot.store(slot, std::memory_order_relaxed);
-        c->seg = std::move(seg);
+        c->poolable = ann->poolable;
+        c->seg = std::move(ann->seg);
+        c->listener = std::move(ann->listener);
         c->decide_by_ns = now_ns() + opt(conf::Opt::handshake_timeout);
         return c;
     } catch (...) {
@@ -341,26 +389,110 @@ Conn* announce(const sockaddr* dst, socklen_t len, shmstats::SocketSlot* slot) n
     }
 }
 
-void connect_done(Conn* c, int fd, bool ok) noexcept {
+void connect_done(Conn* c, int fd, bool ok, bool up) noexcept {
+    c->kernel_up = up;
     if (ok) {
         rdv::publish_address(*c->seg, fd);
         return;
     }
-    std::uint32_t expect = shm::Rendezvous::Announced;
-    c->seg->rendezvous()->state.compare_exchange_strong(expect, shm::Rendezvous::Withdrawn);
+    withdraw(c->seg->rendezvous());
     c->seg.reset();
     c->state.store(State::Kernel, std::memory_order_release);
     note_fallback(Fallback::ConnectFailed, c ? c->slot.load() : nullptr);
 }
+
+// --- Early data (protocol/wire.hpp, kCapEarly) ---
+// A client's first bytes go into the segment before the listener accepted the connection, as TCP
+// Fast Open sends data with the SYN: its first request does not wait until the server process is
+// scheduled and accepts.  settle() then completes the engine with the HelloAck (accepted), or
+// sends those bytes on TCP itself (declined or withdrawn) before anything else: the peer reads
+// the same stream either way.
+namespace {
+bool early_allowed() noexcept { return g_rt.config->flag(conf::Opt::early_data); }
+
+// The kernel connection is up: early bytes can be replayed on it if need be.
+bool kernel_connected(int fd) noexcept {
+    pollfd p{fd, POLLOUT, 0};
+    return real::poll(&p, 1, 0) == 1 && (p.revents & POLLOUT) && !(p.revents & (POLLERR | POLLHUP));
+}
+
+// Whether a pending connection may send early now (it may not yet have its channel).  Caller holds c->mu.
+bool early_possible(Conn* c, int fd) noexcept {
+    if (c->early) return c->eng->send_room() > 0;
+    if (!early_allowed() || !c->seg || c->state.load(std::memory_order_acquire) != State::Pending) return false;
+    std::uint32_t ph = c->seg->rendezvous()->phase();
+    if ((ph != shm::Rendezvous::Announced && ph != shm::Rendezvous::Claiming) || now_ns() >= c->decide_by_ns) return false;
+    return c->kernel_up || (c->kernel_up = kernel_connected(fd));
+}
+
+// Gives the pending connection its channel and an engine that sends early.  Caller holds c->mu.
+bool start_early(Conn* c, int fd) noexcept {
+    if (c->early) return true;
+    if (!early_possible(c, fd)) return false;
+    proto::Params p = socket_params(c, fd);
+    std::unique_ptr<shm::Channel> ch;
+    try {
+        ch = std::make_unique<shm::Channel>(std::move(*c->seg), 0, 0, g_rt.pid);  // nothing was moved if this throws
+    } catch (...) {
+        return false;
+    }
+    c->seg.reset();
+    try {
+        c->eng = std::make_unique<proto::Engine>(p, *ch);
+    } catch (...) {
+        c->seg.emplace(ch->give_up_segment());
+        return false;
+    }
+    ch->segment().rendezvous()->holders[0].store(1, std::memory_order_relaxed);
+    c->ch = std::move(ch);
+    wire_doorbell(c, fd);
+    c->eng->start_early();
+    c->early = true;
+    return true;
+}
+
+// The listener accepted: the engine gets the HelloAck, the channel its peer.  Caller holds c->mu.
+void finish_early(Conn* c, shm::Rendezvous* rv) noexcept {
+    std::byte ack[sizeof rv->hello_ack];
+    std::memcpy(ack, rv->hello_ack, sizeof ack);
+    c->ch->set_peer(rv->passive_pid);
+    if (!c->poolable) c->ch->close_segment_fd();
+    if (!c->eng->accept_hello_ack(ack)) c->eng->on_transport_down();  // cannot happen with a sane peer
+    c->early = false;
+}
+
+// The listener will never read the early bytes: they go on TCP, in order, before anything the
+// application sends next.  Caller holds c->mu.
+void drop_early(Conn* c, int fd) noexcept {
+    std::uint64_t n = c->early_bytes;
+    if (!replay_outgoing(*c->ch, fd)) {
+        log::warn("fd {}: early data could not be sent on TCP: reset", fd);
+        real::shutdown(fd, SHUT_RDWR);
+    }
+    totals().sdx_tx.fetch_sub(n, std::memory_order_relaxed);
+    totals().tcp_tx.fetch_add(n, std::memory_order_relaxed);
+    c->eng.reset();
+    c->ch.reset();
+    c->early = false;
+}
+}  // namespace
 
 bool settle(Conn* c, int fd, bool may_wait) noexcept {
     State st = c->state.load(std::memory_order_acquire);
     if (st != State::Pending) return st == State::Accelerated;
     std::lock_guard<std::mutex> lk(c->mu);
     if ((st = c->state.load(std::memory_order_acquire)) != State::Pending) return st == State::Accelerated;
-    shm::Rendezvous* rv = c->seg->rendezvous();
+    shm::Rendezvous* rv = c->early ? c->ch->segment().rendezvous() : c->seg->rendezvous();
     for (;;) {
-        std::uint32_t s = rv->state.load(std::memory_order_acquire);
+        std::uint32_t word = rv->state.load(std::memory_order_acquire);
+        std::uint32_t s = shm::Rendezvous::phase_of(word);
+        if (s == shm::Rendezvous::Accepted && c->early) {
+            finish_early(c, rv);
+            c->state.store(State::Accelerated, std::memory_order_release);
+            totals().sockets_accelerated.fetch_add(1, std::memory_order_relaxed);
+            mark_path(c, shmstats::Path::Shm);
+            return true;
+        }
         if (s == shm::Rendezvous::Accepted) {
             try {
                 pid_t peer = rv->passive_pid;
@@ -368,7 +500,7 @@ bool settle(Conn* c, int fd, bool may_wait) noexcept {
                                            reinterpret_cast<std::byte*>(rv->hello_ack) + sizeof rv->hello_ack);
                 shm::Segment seg = std::move(*c->seg);
                 c->seg.reset();
-                seg.close_fd();  // the peer has attached
+                if (!c->poolable) seg.close_fd();  // the peer has attached
                 go_accelerated(c, std::move(seg), 0, peer, fd);
                 if (!c->eng->accept_hello_ack(ack)) c->eng->on_transport_down();  // cannot happen with a sane peer
                 c->state.store(State::Accelerated, std::memory_order_release);
@@ -381,18 +513,19 @@ bool settle(Conn* c, int fd, bool may_wait) noexcept {
                 return false;
             }
         }
-        if (s != shm::Rendezvous::Announced) {
+        if (s != shm::Rendezvous::Announced && s != shm::Rendezvous::Claiming) {
             note_fallback(s == shm::Rendezvous::Declined ? Fallback::Declined : Fallback::HandshakeTimeout, c ? c->slot.load() : nullptr);
+            if (c->early) drop_early(c, fd);
             c->seg.reset();
             c->state.store(State::Kernel, std::memory_order_release);
             return false;
         }
         long long left = c->decide_by_ns - now_ns();
         if (left <= 0) {
-            std::uint32_t expect = shm::Rendezvous::Announced;
-            if (rv->state.compare_exchange_strong(expect, shm::Rendezvous::Withdrawn)) {
+            if (rv->move(word, shm::Rendezvous::Withdrawn)) {
                 log::info("fd {}: the sdx listener did not accept in time; staying on TCP", fd);
                 note_fallback(Fallback::HandshakeTimeout, c ? c->slot.load() : nullptr);
+                if (c->early) drop_early(c, fd);
                 c->seg.reset();
                 c->state.store(State::Kernel, std::memory_order_release);
                 return false;
@@ -400,7 +533,7 @@ bool settle(Conn* c, int fd, bool may_wait) noexcept {
             continue;  // it was accepted meanwhile
         }
         if (!may_wait) return false;
-        futex_wait(&rv->state, shm::Rendezvous::Announced, std::min(left, 10000000LL));
+        futex_wait(&rv->state, word, std::min(left, 10000000LL));
     }
 }
 
@@ -414,33 +547,41 @@ void* open_listener(int fd) noexcept {
 
 void close_listener(void* l) noexcept { delete static_cast<rdv::Listener*>(l); }
 
-Conn* accept_from(void* listener, int fd, const sockaddr* peer, socklen_t len, shmstats::SocketSlot* slot) noexcept {
+Conn* accept_from(void* listener, int fd, const sockaddr* peer, socklen_t len, shmstats::SocketSlot* slot, bool opts_set) noexcept {
     if (!listener || !enabled()) return nullptr;
     try {
         pid_t peer_pid = 0;
-        auto seg = static_cast<rdv::Listener*>(listener)->claim(peer, len, &peer_pid, opt(conf::Opt::handshake_timeout));
+        std::uint32_t seen = 0;
+        auto seg = static_cast<rdv::Listener*>(listener)->claim(peer, len, &peer_pid, &seen, opt(conf::Opt::handshake_timeout));
         if (!seg) {
             note_fallback(Fallback::NotAnnounced, slot);
             return nullptr;
         }
         shm::Rendezvous* rv = seg->rendezvous();
+        // Claiming first: from here on the rendezvous is ours to fill in (a peer that withdraws
+        // meanwhile makes the last step fail), and no claimer of an older generation can touch it.
+        const std::uint32_t claiming = shm::Rendezvous::with_phase(seen, shm::Rendezvous::Claiming);
+        if (!rv->move(seen, shm::Rendezvous::Claiming)) {
+            note_fallback(Fallback::Late, slot);
+            shm::AttachCache::give(std::move(*seg), peer_pid);
+            return nullptr;
+        }
         std::vector<std::byte> hello(reinterpret_cast<std::byte*>(rv->hello), reinterpret_cast<std::byte*>(rv->hello) + sizeof rv->hello);
         auto* c = new Conn;
         c->active_side = false;
+        c->opts_set = opts_set;
         c->slot.store(slot, std::memory_order_relaxed);
         go_accelerated(c, std::move(*seg), 1, peer_pid, fd);
         auto ack = c->eng->accept_hello(hello);
         if (!ack) {
-            std::uint32_t expect = shm::Rendezvous::Announced;
-            rv->state.compare_exchange_strong(expect, shm::Rendezvous::Declined);
+            rv->move(claiming, shm::Rendezvous::Declined);
             futex_wake(&rv->state);
             delete c;
             return nullptr;
         }
         std::memcpy(rv->hello_ack, ack->data(), std::min(ack->size(), sizeof rv->hello_ack));
-        rv->passive_pid = ::getpid();
-        std::uint32_t expect = shm::Rendezvous::Announced;
-        if (!rv->state.compare_exchange_strong(expect, shm::Rendezvous::Accepted)) {  // withdrawn: too late
+        rv->passive_pid = g_rt.pid;
+        if (!rv->move(claiming, shm::Rendezvous::Accepted)) {  // withdrawn: too late
             note_fallback(Fallback::Late, slot);
             delete c;
             return nullptr;
@@ -448,7 +589,7 @@ Conn* accept_from(void* listener, int fd, const sockaddr* peer, socklen_t len, s
         futex_wake(&rv->state);
         c->state.store(State::Accelerated, std::memory_order_release);
         totals().sockets_accelerated.fetch_add(1, std::memory_order_relaxed);
-                mark_path(c, shmstats::Path::Shm);
+        mark_path(c, shmstats::Path::Shm);
         return c;
     } catch (...) {
         note_fallback(Fallback::SetupFailed, slot);
@@ -484,7 +625,44 @@ ssize_t back_to_kernel(Conn* c, int fd, bool* handled) noexcept {
     return 0;
 }
 
+namespace {
+// A send on a connection still waiting for the listener's decision: true when it went as early
+// data (*out: its result).  A blocking send goes early only when all of it fits; otherwise it
+// waits for the decision as before.  A nonblocking one sends what fits.
+bool send_early(Socket* s, Conn* c, int fd, const iovec* iov, int cnt, int flags, ssize_t* out) noexcept {
+    if ((flags & MSG_OOB) || cnt <= 0 || cnt > 16 || !early_allowed()) return false;
+    bool nb = s->nonblocking.load(std::memory_order_relaxed) || (flags & MSG_DONTWAIT);
+    try {
+        std::lock_guard<std::mutex> serial(c->send_mu);
+        std::unique_lock<std::mutex> lk(c->mu);
+        if (c->state.load(std::memory_order_acquire) != State::Pending || !start_early(c, fd)) return false;
+        std::size_t want = proto::iov_total({iov, static_cast<std::size_t>(cnt)});
+        std::size_t room = c->eng->send_room();
+        if (want == 0 || room == 0 || (!nb && room < want)) return false;
+        Use use(c, fd);
+        proto::Engine& e = *c->eng;
+        long r = drive_op(c, fd, lk, e.start_send({iov, static_cast<std::size_t>(cnt)}, false, true), [&] { return e.progress_send(); },
+                          [&] { return e.interrupt_send(); });
+        if (r > 0) {
+            c->early_bytes += static_cast<std::uint64_t>(r);
+            totals().sdx_tx.fetch_add(static_cast<std::uint64_t>(r), std::memory_order_relaxed);
+        }
+        *out = finish(r, flags);
+        return true;
+    } catch (...) {
+        return false;
+    }
+}
+}  // namespace
+
 ssize_t send(Socket* s, int fd, const iovec* iov, int cnt, int flags, bool* handled) noexcept {
+    if (Conn* pc = s->conn.load(std::memory_order_acquire); pc && pc->state.load(std::memory_order_acquire) == State::Pending) {
+        ssize_t r = 0;
+        if (send_early(s, pc, fd, iov, cnt, flags, &r)) {
+            *handled = true;
+            return r;
+        }
+    }
     Conn* c = nullptr;
     bool nb = false;
     if (!enter(s, fd, flags, &c, &nb, handled)) return *handled ? -1 : 0;
@@ -626,17 +804,43 @@ void shutdown(Conn* c, int fd, int how) noexcept {
     c->gen.fetch_add(1, std::memory_order_relaxed);  // readiness changed (POLLOUT, POLLHUP)
 }
 
+namespace {
+// The end of a connection that ended normally on this side: its segment stays mapped for the
+// next connection between these processes (verbs/shm_pool.hpp).  The flag is this side's last
+// access to the segment.  Caller holds c->mu.
+void keep_segment(Conn* c) noexcept {
+    // Under a seccomp filter only the data path's calls are safe (the caches may call kill(2));
+    // such a process (sshd's pre-auth child) is short-lived anyway.
+    if (g_rt.sandboxed.load(std::memory_order_relaxed)) return;
+    shm::Rendezvous* rv = rv_of(c);
+    int side = side_of(c);
+    if (rv->reverted.load(std::memory_order_acquire) != 0) return;  // the stream went back to TCP: unusual, let it go
+    if (c->active_side && (!c->poolable || c->ch->segment().fd() < 0)) return;
+    try {
+        pid_t peer = c->ch->peer();
+        shm::Segment seg = c->ch->give_up_segment();
+        seg.rendezvous()->finished[side].store(1, std::memory_order_release);
+        if (c->active_side) {
+            c->poolable = false;  // the reservation goes with the segment
+            shm::SegmentPool::give(std::move(seg), c->listener, peer);
+        } else {
+            shm::AttachCache::give(std::move(seg), peer);
+        }
+    } catch (...) {
+    }
+}
+}  // namespace
+
 void release(Conn* c, int fd, bool linger_zero) noexcept {
     if (!c) return;
     // A connection closed before its first call may have been accepted meanwhile: then it ends
     // as an sdx connection does (DisConn), or the peer would take the kernel FIN for a dead peer.
-    if (c->state.load(std::memory_order_acquire) == State::Pending) settle(c, fd, false);
+    // With early bytes out, the decision is waited for (at most handshake_timeout): they may have
+    // to be sent on TCP before the FIN.
+    if (c->state.load(std::memory_order_acquire) == State::Pending) settle(c, fd, c->early);
     State st = c->state.load(std::memory_order_acquire);
     if (st == State::Pending) {
-        if (c->seg) {
-            std::uint32_t expect = shm::Rendezvous::Announced;
-            c->seg->rendezvous()->state.compare_exchange_strong(expect, shm::Rendezvous::Withdrawn);
-        }
+        if (c->seg) withdraw(c->seg->rendezvous());
     } else if (st == State::Accelerated) {
         std::lock_guard<std::mutex> lk(c->mu);
         use_fd(c, fd);
@@ -652,10 +856,15 @@ void release(Conn* c, int fd, bool linger_zero) noexcept {
             delete c;
             return;
         }
+        // No doorbell for the DisConn (or AbortConn): the kernel socket closes right after this,
+        // and its FIN (RST) wakes a peer waiting in poll or epoll just as well, one system call and
+        // one wake-up cheaper.  A peer blocked in a call is woken through the ring.
+        c->ch->set_socket_doorbell(nullptr, fd);
         c->eng->close(linger_zero);
         feed(c);
         c->ch->close();
         drain_doorbells_locked(c, fd);  // unread bytes in the kernel socket would turn its FIN into a RST
+        keep_segment(c);
     }
     delete c;
 }
@@ -706,7 +915,14 @@ bool take_error(Conn* c, int fd, int* err) noexcept {
 
 short poll_events(Conn* c, int fd, short want, std::uint64_t* gen) noexcept {
     State st = c->state.load(std::memory_order_acquire);
-    if (st == State::Pending && !settle(c, fd, false)) return 0;  // undecided: neither readable nor writable yet
+    if (st == State::Pending && !settle(c, fd, false)) {
+        // Undecided: nothing to read yet; writable when early data can go (a nonblocking client
+        // writes its request without waiting for the server to accept).
+        if (!(want & (POLLOUT | POLLWRNORM)) || c->state.load(std::memory_order_acquire) != State::Pending) return 0;
+        std::lock_guard<std::mutex> lk(c->mu);
+        if (c->state.load(std::memory_order_acquire) != State::Pending || !early_possible(c, fd)) return 0;
+        return static_cast<short>(want & (POLLOUT | POLLWRNORM));
+    }
     std::lock_guard<std::mutex> lk(c->mu);
     if (given_back(c)) {
         take_back(c, fd);
@@ -744,6 +960,16 @@ void add_holder(Conn* c) noexcept {
         if (rv->epoch[side].compare_exchange_strong(cur, cur + 1, std::memory_order_acq_rel))
             rv->published[side].store(cur + 1, std::memory_order_release);
     }
+}
+
+void before_sandbox() noexcept {
+    if (!any_live()) return;
+    g_fds.for_each(0, ~0u >> 1, [](int fd, Socket* s) {
+        Conn* c = s->conn.load(std::memory_order_acquire);
+        if (!c || c->state.load(std::memory_order_acquire) != State::Accelerated) return;
+        int one = 1;  // what ring_socket would do at the first doorbell, which the filter may forbid then
+        real::setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+    });
 }
 
 void publish_shared() noexcept {

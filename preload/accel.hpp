@@ -14,6 +14,7 @@
 #include <memory>
 #include <mutex>
 #include <optional>
+#include <string>
 
 #include "common/stats_shm.hpp"
 #include "protocol/engine.hpp"
@@ -43,6 +44,16 @@ struct Conn {
     bool active_side = true;
     long long decide_by_ns = 0;               // Pending: withdraw after this
     std::optional<shm::Segment> seg;          // Pending: the announced segment
+    // The active side's segment keeps its fd and returns to shm::SegmentPool when the connection
+    // ends normally on both sides (it holds one of the pool's fd reservations meanwhile).
+    bool poolable = false;
+    std::string listener;                     // poolable: the rendezvous name it serves
+    // Pending with early data out (accel.cpp): the channel and engine exist, the segment is in
+    // the channel, and settle() finishes or undoes them.
+    bool early = false;
+    std::uint64_t early_bytes = 0;
+    bool kernel_up = false;                   // the kernel connection is known to be established
+    bool opts_set = true;                     // see announce(): false skips three getsockopt calls
     std::unique_ptr<shm::Channel> ch;
     std::unique_ptr<proto::Engine> eng;
     std::atomic<bool> closed{false};
@@ -61,11 +72,14 @@ bool enabled() noexcept;
 bool any_live() noexcept;
 
 // connect(): announce before the SYN.  Returns a pending connection, or nullptr (stay on TCP).
-Conn* announce(const sockaddr* dst, socklen_t len, shmstats::SocketSlot* slot) noexcept;
+// `opts_set`: the application set SO_OOBINLINE, SO_RCVTIMEO or SO_SNDTIMEO on the socket (or its
+// listener); otherwise the engine starts from the defaults without asking the kernel.
+Conn* announce(const sockaddr* dst, socklen_t len, shmstats::SocketSlot* slot, bool opts_set) noexcept;
 // After the real connect() returned 0 or EINPROGRESS; `ok` false when it failed (withdraw).
-void connect_done(Conn* c, int fd, bool ok) noexcept;
+// `up`: connect() returned 0 (the kernel connection is established, not just in progress).
+void connect_done(Conn* c, int fd, bool ok, bool up) noexcept;
 // accept(): the connection is accelerated when its peer announced itself to this listener.
-Conn* accept_from(void* listener, int fd, const sockaddr* peer, socklen_t len, shmstats::SocketSlot* slot) noexcept;
+Conn* accept_from(void* listener, int fd, const sockaddr* peer, socklen_t len, shmstats::SocketSlot* slot, bool opts_set) noexcept;
 void* open_listener(int fd) noexcept;  // after listen(): the rendezvous, or nullptr
 void close_listener(void* l) noexcept;
 
@@ -94,6 +108,9 @@ bool take_error(Conn* c, int fd, int* err) noexcept;
 void add_holder(Conn* c) noexcept;
 // exit(): a connection another process also holds is published for it to continue.
 void publish_shared() noexcept;
+// A seccomp filter is about to be installed: do now what may be forbidden later (TCP_NODELAY on
+// the kernel sockets, otherwise set at the first doorbell).
+void before_sandbox() noexcept;
 
 // Readiness.  `poll_events` computes the POLL* bits of an accelerated socket from the engine
 // (after taking in what arrived); `arm` asks the peer to ring the kernel socket at its next

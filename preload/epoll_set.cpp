@@ -1,6 +1,7 @@
 #include "preload/epoll_set.hpp"
 
 #include <errno.h>
+#include <sys/eventfd.h>
 #include <time.h>
 
 #include <algorithm>
@@ -50,7 +51,17 @@ struct Set {
     std::vector<Entry*> managed;             // scanned by every wait
     std::uint64_t convert_seen = 0;
     std::size_t rotate = 0;                  // where the next scan starts (fairness at maxevents)
+    // Registered in another epoll set (nested_in_another): the kernel must see this set readable
+    // whenever the engine has something, so its doorbells stay armed between waits, and an
+    // eventfd of the shim's (`self_fd`, data self_key()) stands in for what arrived unrung.
+    bool nested = false;
+    int self_fd = -1;
+    // Kernel data that is an address of ours, as the Entries' are, so no application's data can
+    // be mistaken for it.
+    std::uint64_t self_key() const noexcept { return reinterpret_cast<std::uint64_t>(&self_fd); }
 };
+
+std::atomic<int> g_nested{0};  // sets with a self_fd (fd_closing looks only when any)
 
 constinit FdTable<Set> g_sets;
 std::mutex g_all_mu;
@@ -78,6 +89,13 @@ void unref(Set* s) noexcept {
     if (s->refs.fetch_sub(1, std::memory_order_acq_rel) != 1) return;
     std::lock_guard<std::mutex> lk(s->mu);
     while (!s->by_fd.empty()) drop_entry(s, s->by_fd.begin()->second.get(), false);  // the kernel set is gone
+    if (s->self_fd >= 0) {
+        real::close(s->self_fd);
+        g_nested.fetch_sub(1, std::memory_order_relaxed);
+    }
+    s->keys.erase(s->self_key());
+    s->self_fd = -1;
+    s->nested = false;
     s->ep = -1;
 }
 
@@ -208,6 +226,19 @@ bool arm_all(Set* set) noexcept {
     return raced;
 }
 
+// A nested set: makes the kernel set readable for what the engines have that rang nothing.
+void signal_self(Set* set) noexcept {
+    if (set->self_fd < 0) return;
+    std::uint64_t one = 1;
+    (void)!real::write(set->self_fd, &one, sizeof one);
+}
+
+// A nested set after a wait: every doorbell armed again, so the next arrival makes the kernel set
+// (and so the outer one) readable.  Caller holds set->mu.
+void rearm_nested(Set* set) noexcept {
+    if (set->nested && arm_all(set)) signal_self(set);
+}
+
 // Removes the kernel's events for managed entries (doorbells) from `ev`, taking their bytes away.
 // Returns how many events are left; *rang tells whether a doorbell was among them.
 int filter(Set* set, epoll_event* ev, int n, bool* rang) noexcept {
@@ -216,6 +247,12 @@ int filter(Set* set, epoll_event* ev, int n, bool* rang) noexcept {
         auto it = set->keys.find(ev[i].data.u64);
         if (it == set->keys.end()) {
             ev[kept++] = ev[i];
+            continue;
+        }
+        if (*it == set->self_key()) {  // our own signal: reset it, and let the engines speak
+            std::uint64_t v;
+            (void)!real::read(set->self_fd, &v, sizeof v);
+            *rang = true;
             continue;
         }
         auto* e = reinterpret_cast<Entry*>(*it);
@@ -282,6 +319,7 @@ int ctl(int ep, int op, int fd, Socket* s, epoll_event* ev) noexcept {
                 raw->managed = true;
                 set.s->keys.insert(raw->key());
                 set.s->managed.push_back(raw);
+                rearm_nested(set.s);
             }
             return 0;
         }
@@ -329,7 +367,7 @@ int wait(int ep, epoll_event* ev, int max, long long timeout_ns, const sigset_t*
             {
                 std::lock_guard<std::mutex> lk(set.s->mu);
                 // Nothing accelerated in this set (any more): the kernel answers alone.
-                plain = set.s->managed.empty() && g_convert.load(std::memory_order_acquire) == set.s->convert_seen;
+                plain = set.s->managed.empty() && !set.s->nested && g_convert.load(std::memory_order_acquire) == set.s->convert_seen;
                 if (!plain) {
                     reconcile(set.s);
                     n = scan(set.s, ev, max, &pending);
@@ -341,10 +379,11 @@ int wait(int ep, epoll_event* ev, int max, long long timeout_ns, const sigset_t*
             if (n > 0) {
                 // Engine-ready sockets first, then whatever the kernel has for the others now.
                 int k = kernel_wait(ep, ev + n, max - n, 0, mask, how);
-                if (k <= 0) return n;
                 bool rang = false;
                 std::lock_guard<std::mutex> lk(set.s->mu);
-                return n + filter(set.s, ev + n, k, &rang);
+                if (k > 0) n += filter(set.s, ev + n, k, &rang);
+                rearm_nested(set.s);
+                return n;
             }
             if (raced) continue;
             long long wait_ns = left();
@@ -356,14 +395,60 @@ int wait(int ep, epoll_event* ev, int max, long long timeout_ns, const sigset_t*
             {
                 std::lock_guard<std::mutex> lk(set.s->mu);
                 k = filter(set.s, ev, k, &rang);
-                if (k > 0) return k + scan(set.s, ev + k, max - k, &pending);
+                if (k > 0) {
+                    k += scan(set.s, ev + k, max - k, &pending);
+                    rearm_nested(set.s);
+                    return k;
+                }
+                if (!rang && deadline >= 0 && now_ns() >= deadline) {
+                    rearm_nested(set.s);
+                    return 0;
+                }
             }
             // A doorbell: the engine decides what it brought (maybe nothing: then sleep again).
-            if (!rang && deadline >= 0 && now_ns() >= deadline) return 0;
         }
     } catch (...) {
         errno = ENOMEM;
         return -1;
+    }
+}
+
+void nested_in_another(int inner) noexcept {
+    try {
+        SetRef set(acquire_or_make(inner));
+        if (!set.s) return;
+        std::lock_guard<std::mutex> lk(set.s->mu);
+        if (set.s->nested) return;
+        int efd = ::eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+        if (efd < 0) return;
+        epoll_event k{};
+        k.events = EPOLLIN;  // level-triggered: readable until filter() reads it
+        k.data.u64 = set.s->self_key();
+        if (real::epoll_ctl(inner, EPOLL_CTL_ADD, efd, &k) != 0) {
+            real::close(efd);
+            return;
+        }
+        set.s->self_fd = efd;
+        set.s->keys.insert(set.s->self_key());
+        set.s->nested = true;
+        g_nested.fetch_add(1, std::memory_order_relaxed);
+        rearm_nested(set.s);
+    } catch (...) {
+    }
+}
+
+// The application closes (or dup2()s over) the number of a nested set's eventfd: that is how
+// programs that close every fd they do not know behave.  The set forgets it, so nothing of ours is
+// ever written to whatever the number names next; the set then works as an unnested one.
+void forget_self_fd(int fd) noexcept {
+    if (g_nested.load(std::memory_order_relaxed) == 0) return;
+    std::lock_guard<std::mutex> lk(g_all_mu);
+    if (!g_all) return;
+    for (Set* set : *g_all) {
+        std::lock_guard<std::mutex> sl(set->mu);
+        if (set->self_fd != fd) continue;
+        set->self_fd = -1;
+        g_nested.fetch_sub(1, std::memory_order_relaxed);
     }
 }
 
@@ -384,15 +469,19 @@ void socket_closing(Socket* s) noexcept {
 }
 
 void fd_closing(int fd) noexcept {
+    forget_self_fd(fd);
     if (g_sets.get(fd) == nullptr) return;
     if (Set* s = g_sets.exchange(fd, nullptr)) unref(s);
 }
 
 void fds_closing(unsigned first, unsigned last) noexcept {
+    if (g_nested.load(std::memory_order_relaxed) != 0)
+        for (unsigned fd = first; fd <= last && fd < (1u << 20); ++fd) forget_self_fd(static_cast<int>(fd));
     g_sets.for_each(first, last, [](int fd, Set*) { fd_closing(fd); });
 }
 
 void fd_duplicated(int oldfd, int newfd) noexcept {
+    forget_self_fd(newfd);
     Set* s = acquire(oldfd);  // becomes the table's reference for newfd
     if (!s && !g_sets.get(newfd)) return;
     // What newfd named before is gone (dup2 closed it).  When the table could not store s, the

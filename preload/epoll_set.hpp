@@ -40,5 +40,9 @@ void fd_duplicated(int oldfd, int newfd) noexcept;
 // connect() gave socket `s` an sdx connection after it had been registered (epoll_ctl before
 // connect): the next epoll_wait takes its registrations over.
 void socket_connecting(Socket* s) noexcept;
+// Epoll fd `inner` was registered in another epoll set (nested epoll): from now on its accelerated
+// sockets keep their doorbells armed, so the outer set sees the inner one readable as the kernel
+// would show it.
+void nested_in_another(int inner) noexcept;
 
 }  // namespace sdx::ep

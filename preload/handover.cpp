@@ -106,6 +106,7 @@ void resume_one(const std::vector<int>& fds, int segfd, int side, pid_t peer) {
         c->ch->detach();
         return;
     }
+    s->conn_opts.store(true, std::memory_order_relaxed);  // the old image may have set any option
     // The old image's claim is this image's: the process is the same.
     c->epoch = c->ch->segment().rendezvous()->epoch[side].load(std::memory_order_acquire);
     c->state.store(State::Accelerated, std::memory_order_release);

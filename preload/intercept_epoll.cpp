@@ -2,6 +2,10 @@
 // other fd, and every epoll fd without an accelerated socket, goes straight to the kernel.
 #include <sys/epoll.h>
 #include <time.h>
+#include <unistd.h>
+
+#include <cstdio>
+#include <cstring>
 
 #include "preload/epoll_set.hpp"
 #include "preload/export.hpp"
@@ -24,9 +28,27 @@ SDX_EXPORT int epoll_create1(int flags) noexcept {
     return real::epoll_create1(flags);
 }
 
+namespace {
+// Whether `fd` is an epoll fd (nested epoll; rare enough for a readlink).
+bool is_epoll_fd(int fd) noexcept {
+    char path[32], target[32] = {};
+    std::snprintf(path, sizeof path, "/proc/self/fd/%d", fd);
+    ssize_t n = ::readlink(path, target, sizeof target - 1);
+    return n > 0 && std::strcmp(target, "anon_inode:[eventpoll]") == 0;
+}
+}  // namespace
+
 SDX_EXPORT int epoll_ctl(int ep, int op, int fd, epoll_event* ev) noexcept {
     Socket* s = tracked(fd);
-    if (!s) return real::epoll_ctl(ep, op, fd, ev);
+    if (!s) {
+        int r = real::epoll_ctl(ep, op, fd, ev);
+        if (r == 0 && op == EPOLL_CTL_ADD && is_epoll_fd(fd)) {
+            int saved = errno;
+            ep::nested_in_another(fd);
+            errno = saved;
+        }
+        return r;
+    }
     count(Call::epoll_ctl);
     return ep::ctl(ep, op, fd, s, ev);
 }

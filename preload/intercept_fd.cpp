@@ -104,7 +104,8 @@ void sdx::end_socket(int fd, Socket* s) noexcept {
     if (accel::Conn* c = s->conn.exchange(nullptr, std::memory_order_acq_rel)) {
         linger lg{};
         socklen_t len = sizeof lg;
-        bool abort = !g_rt.sandboxed.load(std::memory_order_relaxed) &&  // (getsockopt may be forbidden)
+        bool abort = s->conn_opts.load(std::memory_order_relaxed) &&       // SO_LINGER never set: no abort
+                     !g_rt.sandboxed.load(std::memory_order_relaxed) &&  // (getsockopt may be forbidden)
                      real::getsockopt(fd, SOL_SOCKET, SO_LINGER, &lg, &len) == 0 && lg.l_onoff && lg.l_linger == 0;
         accel::release(c, fd, abort);
     }

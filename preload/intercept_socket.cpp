@@ -7,6 +7,9 @@
 #include <errno.h>
 #include <fcntl.h>
 
+#include <algorithm>
+#include <cstring>
+
 #include "preload/accel.hpp"
 #include "preload/epoll_set.hpp"
 #include "preload/stats_region.hpp"
@@ -23,7 +26,8 @@ bool is_tcp_stream(int domain, int type, int protocol) {
            (protocol == 0 || protocol == IPPROTO_TCP);
 }
 
-void on_accepted(int listen_fd, int fd, int flags) noexcept {
+// `peer`: the address accept() returned (len 0: not known).
+void on_accepted(int listen_fd, int fd, int flags, const sockaddr_storage& peer_in, socklen_t peer_len) noexcept {
     if (fd < 0) return;
     Socket* l = tracked(listen_fd);
     if (!l) {
@@ -31,21 +35,40 @@ void on_accepted(int listen_fd, int fd, int flags) noexcept {
         return;
     }
     track_new(fd, l->domain, SocketRole::Accepted, (flags & SOCK_NONBLOCK) != 0, l->decision.load(std::memory_order_relaxed));
+    bool opts = l->conn_opts.load(std::memory_order_relaxed);  // accepted sockets inherit the listener's
     // Its peer may be an sdx process that announced itself to this listener before its SYN.
     if (l->listener) {
         int saved = errno;
-        sockaddr_storage peer{};
-        socklen_t len = sizeof peer;
+        sockaddr_storage peer = peer_in;
+        socklen_t len = peer_len;
         Socket* s = tracked(fd);
-        if (s && real::getpeername(fd, reinterpret_cast<sockaddr*>(&peer), &len) == 0) {
+        if (s && (len > 0 || (len = sizeof peer, real::getpeername(fd, reinterpret_cast<sockaddr*>(&peer), &len) == 0))) {
             shmstats::SocketSlot* slot = s->slot.load(std::memory_order_acquire);
             statsreg::set_peer(slot, reinterpret_cast<sockaddr*>(&peer), len);
-            if (accel::Conn* c = accel::accept_from(l->listener, fd, reinterpret_cast<sockaddr*>(&peer), len, slot))
+            s->conn_opts.store(opts, std::memory_order_relaxed);
+            if (accel::Conn* c = accel::accept_from(l->listener, fd, reinterpret_cast<sockaddr*>(&peer), len, slot, opts))
                 s->conn.store(c, std::memory_order_release);
             ep::socket_connecting(s);
         }
         errno = saved;
     }
+}
+
+// accept4 through a buffer of our own (the peer's address saves a getpeername), then the
+// application's, as the kernel fills it: truncated to its length, the full length reported.
+int accept_via(int fd, sockaddr* addr, socklen_t* len, int flags) {
+    sockaddr_storage ss{};
+    socklen_t sl = sizeof ss;
+    int r = real::accept4(fd, reinterpret_cast<sockaddr*>(&ss), &sl, flags);
+    if (r >= 0 && addr && len) {
+        std::memcpy(addr, &ss, std::min<std::size_t>(*len, sl));
+        *len = sl;
+    }
+    if (r >= 0 && !addr && len) *len = sl;
+    int saved = errno;
+    if (tracked(fd)) on_accepted(fd, r, flags, ss, r >= 0 ? sl : 0);
+    errno = saved;
+    return r;
 }
 
 }  // namespace
@@ -97,17 +120,23 @@ SDX_EXPORT int listen(int fd, int backlog) noexcept {
 }
 
 SDX_EXPORT int accept(int fd, sockaddr* addr, socklen_t* len) {
-    int r = real::accept(fd, addr, len);
-    if (tracked(fd)) count(Call::accept);
-    on_accepted(fd, r, 0);
-    return r;
+    if (!tracked(fd)) {
+        int r = real::accept(fd, addr, len);
+        if (r >= 0) untrack(r);  // clear a stale entry for a number the kernel reused
+        return r;
+    }
+    count(Call::accept);
+    return accept_via(fd, addr, len, 0);
 }
 
 SDX_EXPORT int accept4(int fd, sockaddr* addr, socklen_t* len, int flags) {
-    int r = real::accept4(fd, addr, len, flags);
-    if (tracked(fd)) count(Call::accept4);
-    on_accepted(fd, r, flags);
-    return r;
+    if (!tracked(fd)) {
+        int r = real::accept4(fd, addr, len, flags);
+        if (r >= 0) untrack(r);  // clear a stale entry for a number the kernel reused
+        return r;
+    }
+    count(Call::accept4);
+    return accept_via(fd, addr, len, flags);
 }
 
 SDX_EXPORT int connect(int fd, const sockaddr* addr, socklen_t len) {
@@ -123,11 +152,11 @@ SDX_EXPORT int connect(int fd, const sockaddr* addr, socklen_t len) {
     shmstats::SocketSlot* slot = s->slot.load(std::memory_order_acquire);
     statsreg::set_peer(slot, addr, len);
     if (use == conf::Use::Tcp && accel::enabled()) note_fallback(Fallback::Rule, slot);
-    accel::Conn* c = use == conf::Use::Tcp ? nullptr : accel::announce(addr, len, slot);
+    accel::Conn* c = use == conf::Use::Tcp ? nullptr : accel::announce(addr, len, slot, s->conn_opts.load(std::memory_order_relaxed));
     int r = real::connect(fd, addr, len);
     if (c) {
         int saved = errno;
-        accel::connect_done(c, fd, r == 0 || errno == EINPROGRESS);
+        accel::connect_done(c, fd, r == 0 || errno == EINPROGRESS, r == 0);
         s->conn.store(c, std::memory_order_release);
         ep::socket_connecting(s);
         errno = saved;
@@ -187,6 +216,8 @@ SDX_EXPORT int setsockopt(int fd, int level, int name, const void* value, sockle
         return r;
     }
     int r = real::setsockopt(fd, level, name, value, len);
+    if (r == 0 && level == SOL_SOCKET && (name == SO_RCVTIMEO || name == SO_SNDTIMEO || name == SO_OOBINLINE || name == SO_LINGER))
+        s->conn_opts.store(true, std::memory_order_relaxed);
     if (r == 0 && nodelay) s->app_nodelay.store(*static_cast<const int*>(value) != 0, std::memory_order_relaxed);
     if (r == 0 && level == SOL_SOCKET && (name == SO_RCVTIMEO || name == SO_SNDTIMEO) && value && len >= static_cast<socklen_t>(sizeof(timeval)))
         if (accel::Conn* c = s->conn.load(std::memory_order_acquire)) accel::set_timeout(c, name, *static_cast<const timeval*>(value));

@@ -18,6 +18,8 @@
 
 #include "common/clock.hpp"
 #include "preload/real.hpp"
+#include "preload/runtime.hpp"
+#include "verbs/shm_pool.hpp"
 
 namespace sdx::rdv {
 
@@ -31,6 +33,7 @@ struct Announcement {
     std::int32_t pid;
     std::int32_t fd;
     std::uint32_t reserved;
+    std::uint64_t id;  // Segment::id: a segment this listener's process mapped before is not mapped again
 };
 
 // An address reduced to what identifies a TCP endpoint: IPv4 as v4-mapped IPv6, and the port.
@@ -80,7 +83,6 @@ socklen_t make_name(sockaddr_un& un, const Endpoint& e, bool wildcard, bool as_v
     return static_cast<socklen_t>(offsetof(sockaddr_un, sun_path) + 1 + n);
 }
 
-void futex_wake(std::atomic<std::uint32_t>* w) { ::syscall(SYS_futex, w, FUTEX_WAKE, INT32_MAX, nullptr, nullptr, 0); }
 
 }  // namespace
 
@@ -90,6 +92,7 @@ struct ListenerTable {
         std::atomic<std::uint32_t> state;  // 0 free, 1 being written, 2 filled
         std::int32_t pid;
         std::int32_t fd;
+        std::uint64_t id;
     };
     Slot slots[kSlots];
 };
@@ -155,6 +158,7 @@ void Listener::drain() {
             if (slot.state.compare_exchange_strong(expect, 1, std::memory_order_acq_rel)) {
                 slot.pid = a.pid;
                 slot.fd = a.fd;
+                slot.id = a.id;
                 slot.state.store(2, std::memory_order_release);
                 break;
             }
@@ -163,7 +167,21 @@ void Listener::drain() {
     }
 }
 
-std::optional<shm::Segment> Listener::claim(const sockaddr* peer, socklen_t len, pid_t* peer_pid, long long patience_ns) {
+// The segment `pid` announced as its fd `fd`: this process's earlier mapping of it, or a new one.
+std::optional<shm::Segment> map_announced(pid_t pid, int fd, std::uint64_t id) {
+    if (auto seg = shm::AttachCache::take(pid, id)) {
+        totals().seg_cached.fetch_add(1, std::memory_order_relaxed);
+        return seg;
+    }
+    std::string err;
+    auto seg = shm::Segment::attach_pid(pid, fd, &err);
+    if (!seg) return seg;
+    totals().seg_attached.fetch_add(1, std::memory_order_relaxed);
+    seg->close_fd();  // the mapping is all we need; the fd would be one more in the application's table
+    return seg;
+}
+
+std::optional<shm::Segment> Listener::claim(const sockaddr* peer, socklen_t len, pid_t* peer_pid, std::uint32_t* seen, long long patience_ns) {
     auto want = endpoint(peer, len);
     if (!want) return std::nullopt;
     drain();
@@ -173,31 +191,39 @@ std::optional<shm::Segment> Listener::claim(const sockaddr* peer, socklen_t len,
         for (auto& slot : table_->slots) {
             if (slot.state.load(std::memory_order_acquire) != 2) continue;
             pid_t pid = slot.pid;
-            int fd = slot.fd;
-            std::string err;
-            auto seg = shm::Segment::attach_pid(pid, fd, &err);
-            if (!seg) {  // its process is gone, or the fd closed: a dead announcement
+            auto seg = map_announced(pid, slot.fd, slot.id);
+            auto drop_slot = [&] {
                 std::uint32_t expect = 2;
                 slot.state.compare_exchange_strong(expect, 0, std::memory_order_acq_rel);
+            };
+            if (!seg) {  // its process is gone, or the fd closed: a dead announcement
+                drop_slot();
                 continue;
             }
             shm::Rendezvous* rv = seg->rendezvous();
-            if (rv->state.load(std::memory_order_acquire) != shm::Rendezvous::Announced || rv->active_pid != pid) {
-                std::uint32_t expect = 2;
-                slot.state.compare_exchange_strong(expect, 0, std::memory_order_acq_rel);
+            // The word first: whatever is read after it belongs to that generation, or the
+            // compare-and-swap on it (accept_from) fails.
+            std::uint32_t word = rv->state.load(std::memory_order_acquire);
+            if (shm::Rendezvous::phase_of(word) != shm::Rendezvous::Announced || rv->active_pid != pid) {
+                drop_slot();
+                shm::AttachCache::give(std::move(*seg), pid);
                 continue;
             }
             if (!rv->addr_ready.load(std::memory_order_acquire)) {
                 waiting = true;
+                shm::AttachCache::give(std::move(*seg), pid);
                 continue;
             }
             std::uint8_t a[28];
             std::memcpy(a, rv->addr, sizeof a);
             auto theirs = endpoint(reinterpret_cast<const sockaddr*>(a), std::min<std::uint32_t>(rv->addr_len, sizeof a));
-            if (!theirs || !(*theirs == *want)) continue;
             std::uint32_t expect = 2;
-            if (!slot.state.compare_exchange_strong(expect, 0, std::memory_order_acq_rel)) continue;  // another worker
+            if (!theirs || !(*theirs == *want) || !slot.state.compare_exchange_strong(expect, 0, std::memory_order_acq_rel)) {
+                shm::AttachCache::give(std::move(*seg), pid);  // another connection's (or another worker took it)
+                continue;
+            }
             *peer_pid = pid;
+            *seen = word;
             return seg;
         }
         if (!waiting || now_ns() > deadline) return std::nullopt;
@@ -205,7 +231,7 @@ std::optional<shm::Segment> Listener::claim(const sockaddr* peer, socklen_t len,
     }
 }
 
-std::optional<shm::Segment> announce(const sockaddr* dst, socklen_t len, std::size_t ring_capacity, Refusal* why) {
+std::optional<Announced> announce(const sockaddr* dst, socklen_t len, std::size_t ring_capacity, Refusal* why) {
     *why = Refusal::NoListener;
     auto e = endpoint(dst, len);
     if (!e) return std::nullopt;
@@ -245,30 +271,43 @@ std::optional<shm::Segment> announce(const sockaddr* dst, socklen_t len, std::si
         *why = Refusal::OtherUser;
         return std::nullopt;
     }
-    // The segment is made only now that an sdx listener is known to exist (a peer without sdx
-    // costs one failed connect, nothing more), and before the connection that carries the
-    // announcement: the listener reads that connection as soon as it accepts it, so nothing slow
-    // may sit between our connect and our send.
-    real::close(s);
     *why = Refusal::SetupFailed;
-    std::string err;
-    auto seg = shm::Segment::create(ring_capacity, &err);
-    if (!seg) return std::nullopt;
-    s = real::socket(AF_UNIX, SOCK_SEQPACKET | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
-    if (s < 0) return std::nullopt;
-    if (real::connect(s, reinterpret_cast<sockaddr*>(&names[found]), lens[found]) != 0) {
+    std::string listener(names[found].sun_path + 1, lens[found] - offsetof(sockaddr_un, sun_path) - 1);
+    std::optional<Announced> out;
+    if (auto seg = shm::SegmentPool::take(listener, ring_capacity)) {
+        out.emplace(Announced{std::move(*seg), std::move(listener), true});
+        totals().seg_reused.fetch_add(1, std::memory_order_relaxed);
+    } else {
+        // A new segment is made only now that an sdx listener is known to exist (a peer without
+        // sdx costs one failed connect, nothing more), and before the connection that carries the
+        // announcement: the listener reads that connection as soon as it accepts it, so nothing
+        // slow may sit between our connect and our send.
         real::close(s);
-        *why = Refusal::NoListener;  // it went away meanwhile
-        return std::nullopt;
+        std::string err;
+        auto made = shm::Segment::create(ring_capacity, &err);
+        if (!made) return std::nullopt;
+        totals().seg_created.fetch_add(1, std::memory_order_relaxed);
+        out.emplace(Announced{std::move(*made), std::move(listener), shm::SegmentPool::reserve_fd()});
+        s = real::socket(AF_UNIX, SOCK_SEQPACKET | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+        if (s < 0 || real::connect(s, reinterpret_cast<sockaddr*>(&names[found]), lens[found]) != 0) {
+            if (s >= 0) real::close(s);
+            if (out->poolable) shm::SegmentPool::unreserve_fd();
+            *why = Refusal::NoListener;  // it went away meanwhile
+            return std::nullopt;
+        }
     }
-    shm::Rendezvous* rv = seg->rendezvous();
-    rv->active_pid = ::getpid();
-    rv->state.store(shm::Rendezvous::Announced, std::memory_order_release);
-    Announcement a{kMagic, ::getpid(), seg->fd(), 0};
+    shm::Rendezvous* rv = out->seg.rendezvous();
+    rv->active_pid = g_rt.pid;
+    rv->state.store(shm::Rendezvous::with_phase(rv->state.load(std::memory_order_relaxed), shm::Rendezvous::Announced),
+                    std::memory_order_release);
+    Announcement a{kMagic, g_rt.pid, out->seg.fd(), 0, out->seg.id()};
     ssize_t n = real::send(s, &a, sizeof a, MSG_DONTWAIT | MSG_NOSIGNAL);
     real::close(s);
-    if (n != sizeof a) return std::nullopt;
-    return seg;
+    if (n != sizeof a) {
+        if (out->poolable) shm::SegmentPool::unreserve_fd();
+        return std::nullopt;
+    }
+    return out;
 }
 
 void publish_address(shm::Segment& seg, int fd) {
@@ -278,8 +317,7 @@ void publish_address(shm::Segment& seg, int fd) {
     if (real::getsockname(fd, reinterpret_cast<sockaddr*>(&ss), &len) != 0) return;
     std::memcpy(rv->addr, &ss, std::min<std::size_t>(len, sizeof rv->addr));
     rv->addr_len = len;
-    rv->addr_ready.store(1, std::memory_order_release);
-    futex_wake(&rv->addr_ready);
+    rv->addr_ready.store(1, std::memory_order_release);  // claim() polls it, yielding: no wake-up to send
 }
 
 }  // namespace sdx::rdv

@@ -19,6 +19,7 @@
 
 #include <memory>
 #include <optional>
+#include <string>
 
 #include "verbs/shm_channel.hpp"
 
@@ -36,7 +37,9 @@ public:
     // The announcement of the connection whose peer is `peer`, attached and claimed.  Waits at
     // most `patience_ns` for announced peers that have not published their address yet (an sdx
     // process between its connect() and the next instruction: normally microseconds).
-    std::optional<shm::Segment> claim(const sockaddr* peer, socklen_t len, pid_t* peer_pid, long long patience_ns);
+    // `*seen` receives the rendezvous word the claim is for: accepting it is a compare-and-swap
+    // against exactly that word.
+    std::optional<shm::Segment> claim(const sockaddr* peer, socklen_t len, pid_t* peer_pid, std::uint32_t* seen, long long patience_ns);
 
 private:
     Listener() = default;
@@ -49,7 +52,12 @@ private:
 // listener there, not a local address, or an error).
 // Why announce() gave nothing.
 enum class Refusal { NoListener, OtherUser, SetupFailed };
-std::optional<shm::Segment> announce(const sockaddr* dst, socklen_t len, std::size_t ring_capacity, Refusal* why);
+struct Announced {
+    shm::Segment seg;
+    std::string listener;  // the listener's rendezvous name: which idle segments may serve it again
+    bool poolable;         // the segment keeps its fd and goes back to SegmentPool when done (it holds a reservation)
+};
+std::optional<Announced> announce(const sockaddr* dst, socklen_t len, std::size_t ring_capacity, Refusal* why);
 // The kernel chose our address: publish it (after connect() returned 0 or EINPROGRESS).
 void publish_address(shm::Segment& seg, int fd);
 

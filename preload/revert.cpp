@@ -78,6 +78,25 @@ bool send_all(int fd, std::vector<iovec>& parts) {
 
 }  // namespace
 
+bool replay_outgoing(const shm::Channel& ch, int fd) {
+    std::vector<iovec> parts;
+    bool disconn = false;
+    bool ok = ch.walk_outgoing([&](std::span<const std::byte> m) {
+        proto::Message msg;
+        if (proto::decode(m, msg) != proto::DecodeError::None) return false;
+        if (msg.h.mid == proto::Mid::Data && !msg.payload.empty())
+            parts.push_back(iovec{const_cast<std::byte*>(msg.payload.data()), msg.payload.size()});
+        else if (msg.h.mid == proto::Mid::SrcAvail)  // our own buffer: its send() is still waiting
+            parts.push_back(iovec{reinterpret_cast<void*>(msg.advert.vaddr), msg.advert.len});
+        else if (msg.h.mid == proto::Mid::DisConn)
+            disconn = true;
+        return true;
+    });
+    if (!ok || !send_all(fd, parts)) return false;
+    if (disconn) real::shutdown(fd, SHUT_WR);
+    return true;
+}
+
 bool given_back(const Conn* c) noexcept { return c->ch && c->ch->revert_state() != 0; }
 
 bool give_back(Conn* c, int fd, bool abort_if_used) noexcept {
@@ -124,24 +143,9 @@ void take_back(Conn* c, int fd) noexcept {
         // The peer gave the stream back: replay what it never read, once its socket is clean.
         try {
             wait_for([&] { return (ch.revert_state() & kDone) != 0; });
-            std::vector<iovec> parts;
-            bool disconn = false;
-            bool ok = ch.walk_outgoing([&](std::span<const std::byte> m) {
-                proto::Message msg;
-                if (proto::decode(m, msg) != proto::DecodeError::None) return false;
-                if (msg.h.mid == proto::Mid::Data && !msg.payload.empty())
-                    parts.push_back(iovec{const_cast<std::byte*>(msg.payload.data()), msg.payload.size()});
-                else if (msg.h.mid == proto::Mid::SrcAvail)  // our own buffer: its send() is still waiting
-                    parts.push_back(iovec{reinterpret_cast<void*>(msg.advert.vaddr), msg.advert.len});
-                else if (msg.h.mid == proto::Mid::DisConn)
-                    disconn = true;
-                return true;
-            });
-            if (!ok || !send_all(fd, parts)) {
+            if (!replay_outgoing(ch, fd)) {
                 log::warn("fd {}: the sdx peer returned the stream to TCP and it could not be replayed: reset", fd);
                 real::shutdown(fd, SHUT_RDWR);
-            } else if (disconn) {
-                real::shutdown(fd, SHUT_WR);
             }
         } catch (...) {
             real::shutdown(fd, SHUT_RDWR);

@@ -29,8 +29,18 @@
 // ECONNRESET, the new image EOF) and says so: a clean error, never a corrupt byte.
 #pragma once
 
+namespace sdx::shm {
+class Channel;
+}
+
 namespace sdx::accel {
 struct Conn;
+
+// Sends on the kernel socket `fd`, in order, every byte of `ch`'s messages the peer has not
+// released (Data payloads, the buffers of SrcAvails), then shuts the socket down for writing if
+// a DisConn was among them.  Used when the peer will never read them: it gave the stream back,
+// or (early data) it never accepted the connection.  False when that failed.
+bool replay_outgoing(const shm::Channel& ch, int fd);
 
 // The exec'ing side.  Caller holds c->mu; the connection is accelerated.  True when the stream
 // continues on TCP, false when it had to be aborted.

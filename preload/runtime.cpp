@@ -16,6 +16,7 @@
 #include "common/stats_json.hpp"
 #include "preload/stats_region.hpp"
 #include "verbs/shm_channel.hpp"
+#include "verbs/shm_pool.hpp"
 
 extern char** environ;
 
@@ -230,6 +231,8 @@ void after_fork_child() noexcept {
     g_rt.pid = ::getpid();
     g_rt.stats.reset();
     statsreg::after_fork();
+    shm::SegmentPool::after_fork_child();
+    shm::AttachCache::after_fork_child();
 }
 
 }  // namespace sdx

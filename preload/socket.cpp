@@ -56,6 +56,7 @@ void reset(Socket* s) noexcept {
     s->conn.store(nullptr, std::memory_order_relaxed);
     s->listener = nullptr;
     s->app_nodelay.store(false, std::memory_order_relaxed);
+    s->conn_opts.store(false, std::memory_order_relaxed);
     s->epoll_regs.store(0, std::memory_order_relaxed);
     s->fd_refs.store(0, std::memory_order_relaxed);
     s->inflight.store(0, std::memory_order_relaxed);

@@ -39,6 +39,9 @@ struct Socket {
     std::atomic<accel::Conn*> conn{nullptr};  // set when the stream may move to sdx (pending or moved)
     void* listener = nullptr;                 // a listener's rendezvous (rdv::Listener)
     std::atomic<bool> app_nodelay{false};     // TCP_NODELAY as the application set it
+    // SO_OOBINLINE, SO_RCVTIMEO, SO_SNDTIMEO or SO_LINGER set on it (or on its listener): only then
+    // does accel ask the kernel for them (three or four system calls per connection saved).
+    std::atomic<bool> conn_opts{false};
     std::atomic<int> epoll_regs{0};           // registrations in epoll sets the shim keeps (epoll_set.hpp)
     std::atomic<int> fd_refs{0};              // fd numbers naming this socket in the fd table
     std::atomic<int> inflight{0};             // accelerated calls in progress on it

@@ -107,10 +107,33 @@ bool Engine::accept_hello_ack(std::span<const std::byte> bytes) {
     peer_caps_ = m.hello.caps;
     peer_max_adverts_ = m.hello.max_adverts;
     peer_buf_size_ = m.hello.buf_size;
-    tx_credits_ = m.h.bufs;
-    adv_bufs_ = params_.recv_bufs;
+    if (!early_) {
+        tx_credits_ = m.h.bufs;
+        adv_bufs_ = params_.recv_bufs;
+    } else if (rx_mseq_ == 0) {
+        // Our early messages are all unacknowledged: they used up credits of this grant.  (Once a
+        // message of the peer's arrived, tx_credits_ is already exact: it carried the ack.)
+        tx_credits_ = m.h.bufs > tx_mseq_ ? m.h.bufs - tx_mseq_ : 0;
+    }
+    early_ = false;
     established_ = true;
     return true;
+}
+
+void Engine::start_early() {
+    if (established_) return;
+    early_ = true;
+    established_ = true;
+    peer_caps_ = 0;  // no zero copy, no urgent data until the peer says what it can do
+    peer_max_adverts_ = 1;
+    peer_buf_size_ = std::min<std::uint32_t>(params_.buf_size, kEarlyBufSize);
+    tx_credits_ = kEarlyMessages;
+    adv_bufs_ = params_.recv_bufs;
+}
+
+std::size_t Engine::send_room() const noexcept {
+    if (!established_ || tx_shut_ || reset_ || aborted() || tx_op_.active || !ctrl_.empty() || tx_credits_ < kDataCredits) return 0;
+    return static_cast<std::size_t>(tx_credits_ - kDataCredits + 1) * (peer_buf_size_ - kBsdhSize);
 }
 
 // --- messages out ------------------------------------------------------------------------------
@@ -209,7 +232,9 @@ void Engine::on_message(RecvId id, std::span<const std::byte> bytes) {
         protocol_error("Hello on an established connection, or data before Hello");
         return;
     }
-    if (m.h.mseq != rx_mseq_ + 1 || !seq_ge(tx_mseq_, m.h.mseq_ack) || m.h.len > params_.buf_size) {
+    // An early sender's first messages may be larger than our buffers (wire.hpp: kCapEarly).
+    std::uint32_t max_len = (peer_caps_ & kCapEarly) && m.h.mseq <= kEarlyMessages ? std::max(params_.buf_size, kEarlyBufSize) : params_.buf_size;
+    if (m.h.mseq != rx_mseq_ + 1 || !seq_ge(tx_mseq_, m.h.mseq_ack) || m.h.len > max_len) {
         port_.release_recv(id);
         protocol_error("sequence number, acknowledgement or length out of range");
         return;

@@ -126,6 +126,13 @@ public:
     std::optional<std::vector<std::byte>> accept_hello(std::span<const std::byte> hello);
     // Active side: consumes the HelloAck.  False when unacceptable (stay on TCP).
     bool accept_hello_ack(std::span<const std::byte> ack);
+    // Active side, before the HelloAck, when our Hello offered kCapEarly: sending may start at
+    // once within the early limits (wire.hpp), bcopy only.  The HelloAck then brings the real
+    // credits and capabilities.
+    void start_early();
+    bool early() const noexcept { return early_; }
+    // Payload bytes one nonblocking send could hand over now without waiting (0: none).
+    std::size_t send_room() const noexcept;
     bool established() const noexcept { return established_; }
 
     // --- Transport input.
@@ -288,6 +295,7 @@ private:
     Params params_;
     Port& port_;
     bool established_ = false;
+    bool early_ = false;  // sending early, before the HelloAck (active side; never snapshotted: fork settles first)
     // Peer's Hello.
     std::uint8_t peer_caps_ = 0;
     std::uint8_t peer_max_adverts_ = 1;

@@ -48,6 +48,14 @@ inline constexpr std::uint8_t kVersion = 0x10;  // sdx protocol 1.0 (SDP itself 
 inline constexpr std::uint8_t kCapSrcAvail = 0x01;   // may be sent SrcAvail (can RDMA Read the peer)
 inline constexpr std::uint8_t kCapSinkAvail = 0x02;  // may be sent SinkAvail (can RDMA Write the peer)
 inline constexpr std::uint8_t kCapOob = 0x04;        // understands OOB_PRES
+// In a Hello: the sender may start sending before the HelloAck ("early data", as TCP Fast Open
+// and TLS 0-RTT do), within what every acceptable peer takes: the first kEarlyMessages messages,
+// Data only, each at most kEarlyBufSize bytes.  The passive side accepts them even if its own
+// buffers are smaller.  A peer that does not accept the connection never reads them, so the
+// sender replays their payload on TCP.
+inline constexpr std::uint8_t kCapEarly = 0x08;
+inline constexpr std::uint32_t kEarlyMessages = 4;     // the fewest buffers an acceptable peer posts
+inline constexpr std::uint32_t kEarlyBufSize = 8192;
 
 struct Bsdh {
     Mid mid = Mid::Data;

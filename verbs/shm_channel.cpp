@@ -3,8 +3,10 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <sys/mman.h>
+#include <sys/random.h>
 #include <sys/stat.h>
 #include <sys/uio.h>
+#include <time.h>
 #include <unistd.h>
 
 #include <cstring>
@@ -19,12 +21,13 @@ struct SegmentHeader {
     std::uint32_t header_bytes;    // bytes before ring 0's data
     std::uint64_t ring_capacity;   // bytes of data per ring (a power of two)
     std::uint64_t total_bytes;
+    std::uint64_t id;              // random, fixed for the segment's life (Segment::id)
 };
 
 namespace {
 
 constexpr char kMagic[8] = {'S', 'D', 'X', 'S', 'H', 'M', '0', '1'};
-constexpr std::uint32_t kSegVersion = 2;
+constexpr std::uint32_t kSegVersion = 3;
 constexpr std::size_t kPage = 4096;
 constexpr std::size_t kControlOffset = kPage;         // two RingControl blocks
 constexpr std::size_t kStateOffset = 2 * kPage;       // side 0's published state, then side 1's
@@ -34,6 +37,17 @@ static_assert(sizeof(SegmentHeader) <= kRendezvousOffset);
 static_assert(kRendezvousOffset + sizeof(Rendezvous) <= kPage);
 
 std::string errno_text(const char* what) { return std::string(what) + ": " + std::strerror(errno); }
+
+std::uint64_t random_id() noexcept {
+    std::uint64_t v = 0;
+    if (::getrandom(&v, sizeof v, GRND_NONBLOCK) != sizeof v) {
+        timespec ts{};
+        ::clock_gettime(CLOCK_MONOTONIC, &ts);
+        v = (static_cast<std::uint64_t>(ts.tv_nsec) << 20) ^ static_cast<std::uint64_t>(ts.tv_sec) ^
+            (static_cast<std::uint64_t>(::getpid()) << 44);
+    }
+    return v;
+}
 
 // Every failed create/attach: say why, close the fd it owned, no segment.
 std::optional<Segment> refuse(int fd, std::string* err, std::string why) {
@@ -68,6 +82,7 @@ std::optional<Segment> Segment::create(std::size_t ring_capacity, std::string* e
     h->header_bytes = kDataOffset;
     h->ring_capacity = ring_capacity;
     h->total_bytes = total;
+    h->id = random_id();
     new (static_cast<std::byte*>(base) + kRendezvousOffset) Rendezvous{};
     new (static_cast<std::byte*>(base) + kControlOffset) RingControl{};
     new (static_cast<std::byte*>(base) + kControlOffset + sizeof(RingControl)) RingControl{};
@@ -137,6 +152,35 @@ void Segment::close_fd() noexcept {
     fd_ = -1;
 }
 
+std::uint64_t Segment::id() const noexcept { return static_cast<const SegmentHeader*>(base_)->id; }
+
+void Segment::renew() noexcept {
+    Rendezvous* rv = rendezvous();
+    // The next generation's Empty first, so a passive side still holding the old word fails its
+    // compare-and-swap; then the rest, which nobody reads before the next announcement.
+    std::uint32_t next = (rv->state.load(std::memory_order_acquire) >> Rendezvous::kPhaseBits) + 1;
+    rv->state.store(next << Rendezvous::kPhaseBits | Rendezvous::Empty, std::memory_order_seq_cst);
+    rv->addr_ready.store(0, std::memory_order_relaxed);
+    rv->active_pid = rv->passive_pid = 0;
+    rv->addr_len = 0;
+    std::memset(rv->addr, 0, sizeof rv->addr);
+    std::memset(rv->hello, 0, sizeof rv->hello);
+    std::memset(rv->hello_ack, 0, sizeof rv->hello_ack);
+    for (int s = 0; s < 2; ++s) {
+        rv->holders[s].store(0, std::memory_order_relaxed);
+        rv->bells[s].store(0, std::memory_order_relaxed);
+        rv->drained[s].store(0, std::memory_order_relaxed);
+        rv->epoch[s].store(0, std::memory_order_relaxed);
+        rv->published[s].store(0, std::memory_order_relaxed);
+        rv->finished[s].store(0, std::memory_order_relaxed);
+        std::memset(state_area(s).data(), 0, sizeof(std::uint32_t));  // no published state
+        new (control(s)) RingControl{};
+    }
+    rv->reverted.store(0, std::memory_order_relaxed);
+    rv->ringing.store(0, std::memory_order_relaxed);
+    std::atomic_thread_fence(std::memory_order_seq_cst);
+}
+
 Rendezvous* Segment::rendezvous() const noexcept {
     return reinterpret_cast<Rendezvous*>(static_cast<std::byte*>(base_) + kRendezvousOffset);
 }
@@ -159,8 +203,8 @@ RingConsumer Segment::consumer(int side) const noexcept { return RingConsumer(co
 
 // --- Channel -----------------------------------------------------------------------------------
 
-Channel::Channel(Segment seg, int side, pid_t peer_pid)
-    : seg_(std::move(seg)), out_(seg_.producer(side)), in_(seg_.consumer(side)), peer_(peer_pid), self_(::getpid()), side_(side) {}
+Channel::Channel(Segment seg, int side, pid_t peer_pid, pid_t self)
+    : seg_(std::move(seg)), out_(seg_.producer(side)), in_(seg_.consumer(side)), peer_(peer_pid), self_(self > 0 ? self : ::getpid()), side_(side) {}
 
 Channel::~Channel() {
     if (!detached_) out_.close();
@@ -182,7 +226,7 @@ void Channel::post_send(std::span<const std::byte> header, std::span<const iovec
         // bytes away: from then on every byte on the kernel socket is application data.
         Rendezvous* rv = seg_.rendezvous();
         rv->ringing.fetch_add(1, std::memory_order_seq_cst);
-        if (rv->reverted.load(std::memory_order_seq_cst) == 0 && ring_socket_(socket_fd_))
+        if (rv->reverted.load(std::memory_order_seq_cst) == 0 && ring_socket_(socket_fd_, !std::exchange(rang_, true)))
             rv->bells[side_].fetch_add(1, std::memory_order_seq_cst);
         rv->ringing.fetch_sub(1, std::memory_order_seq_cst);
     }

@@ -25,11 +25,33 @@ namespace sdx::shm {
 struct SegmentHeader;
 
 // Where the two ends of a connection agree on it, in the segment's first page.  The active side
-// fills it in and announces; the passive side accepts or declines.  `state` is also a futex word.
+// fills it in and announces; the passive side accepts or declines.
+//
+// `state` holds the phase and, above it, the segment's generation: a segment is reused for later
+// connections of the same pair of processes (verbs/shm_pool.hpp), and a passive side that looked
+// at an earlier connection's announcement must not be able to claim a later one.  Every phase
+// change is a compare-and-swap against the exact word seen, so a stale generation always fails.
+// `state` is also a futex word.
 struct Rendezvous {
-    enum : std::uint32_t { Empty = 0, Announced = 1, Accepted = 2, Withdrawn = 3, Declined = 4 };
+    enum : std::uint32_t { Empty = 0, Announced = 1, Accepted = 2, Withdrawn = 3, Declined = 4, Claiming = 5 };
+    static constexpr std::uint32_t kPhaseBits = 4;
+    static constexpr std::uint32_t phase_of(std::uint32_t word) noexcept { return word & ((1u << kPhaseBits) - 1); }
+    static constexpr std::uint32_t with_phase(std::uint32_t word, std::uint32_t phase) noexcept {
+        return (word & ~((1u << kPhaseBits) - 1)) | phase;
+    }
+    std::uint32_t phase() const noexcept { return phase_of(state.load(std::memory_order_acquire)); }
+    // From `seen` (the whole word: generation and phase) to `phase` of the same generation.
+    bool move(std::uint32_t seen, std::uint32_t phase) noexcept {
+        return state.compare_exchange_strong(seen, with_phase(seen, phase), std::memory_order_acq_rel);
+    }
+    // From phase `from` of the current generation to `to`.
+    bool move_phase(std::uint32_t from, std::uint32_t to) noexcept {
+        std::uint32_t seen = state.load(std::memory_order_acquire);
+        return phase_of(seen) == from && move(seen, to);
+    }
+
     std::atomic<std::uint32_t> state{Empty};
-    std::atomic<std::uint32_t> addr_ready{0};  // futex word: the active side's address is filled in
+    std::atomic<std::uint32_t> addr_ready{0};  // the active side's address is filled in
     std::int32_t active_pid = 0;
     std::int32_t passive_pid = 0;
     std::uint32_t addr_len = 0;
@@ -45,6 +67,9 @@ struct Rendezvous {
     // and which one's state is published in the segment's state area.
     std::atomic<std::uint64_t> epoch[2] = {};
     std::atomic<std::uint64_t> published[2] = {};
+    // Each side sets its flag as the very last thing it does with a connection that ended
+    // normally; only then may the creator reuse the segment for another connection.
+    std::atomic<std::uint32_t> finished[2] = {};
 };
 
 // A mapped segment.  Move-only; unmaps and closes on destruction.
@@ -71,6 +96,12 @@ public:
     RingProducer producer(int side) const noexcept;
     RingConsumer consumer(int side) const noexcept;
     void close_fd() noexcept;  // keep the mapping, drop the fd (once the peer attached)
+    // A random number fixed at creation: with the creator's pid it names the segment for the
+    // passive side's cache of attached segments (verbs/shm_pool.hpp).
+    std::uint64_t id() const noexcept;
+    // Makes a segment whose connection ended on both sides ready for the next connection: a
+    // fresh rendezvous of the next generation, empty rings, nothing published.
+    void renew() noexcept;
     Rendezvous* rendezvous() const noexcept;
     // Where a side publishes its connection state for another process of that side (a handoff
     // after fork: preload/accel.cpp).
@@ -92,7 +123,8 @@ private:
 // The engine's Port over a segment and cross-memory attach to the peer process.
 class Channel final : public proto::Port {
 public:
-    Channel(Segment seg, int side, pid_t peer_pid);
+    // `self`: this process's id when the caller knows it (0: ask the kernel).
+    Channel(Segment seg, int side, pid_t peer_pid, pid_t self = 0);
     ~Channel() override;
 
     // From now on no channel in this process uses process_vm_readv/writev (a seccomp filter would
@@ -125,13 +157,20 @@ public:
     }
     void close() noexcept { out_.close(); }  // we will send nothing more: wake the peer
     void detach() noexcept { detached_ = true; }  // another process goes on with it: leave it open
+    // The connection is over on this side (close() was called): the segment, to be kept for
+    // another connection.  The channel must not be used afterwards.
+    Segment give_up_segment() noexcept {
+        detached_ = muted_ = true;
+        return std::move(seg_);
+    }
     // This process lost the connection to another process of its side (preload/accel.cpp): from
     // now on it neither reads nor writes the rings.
     void mute() noexcept { muted_ = detached_ = true; }
     bool muted() const noexcept { return muted_; }
     // How to ring the peer's kernel socket when it waits in poll/epoll (the shim passes a function
-    // that writes one byte with the real send(), never the interposed one, and says if it went).
-    void set_socket_doorbell(bool (*ring)(int fd), int fd) noexcept {
+    // that writes one byte with the real send(), never the interposed one, and says if it went;
+    // `first` is true on the channel's first ring).
+    void set_socket_doorbell(bool (*ring)(int fd, bool first), int fd) noexcept {
         ring_socket_ = ring;
         socket_fd_ = fd;
     }
@@ -145,6 +184,9 @@ public:
     // Returning the stream to kernel TCP (before exec; the protocol is in preload/accel.cpp).
     int side() const noexcept { return side_; }
     pid_t peer() const noexcept { return peer_; }
+    // The peer process became known (early data starts before it accepts: preload/accel.cpp).
+    void set_peer(pid_t pid) noexcept { peer_ = pid; }
+    void close_segment_fd() noexcept { seg_.close_fd(); }
     std::uint32_t revert_state() const noexcept { return seg_.rendezvous()->reverted.load(std::memory_order_seq_cst); }
     void set_revert_state(std::uint32_t v) noexcept { seg_.rendezvous()->reverted.store(v, std::memory_order_seq_cst); }
     bool sent_nothing() const noexcept { return out_.nothing_published(); }
@@ -184,7 +226,8 @@ private:
     bool failed_ = false;  // a post found no room: the engine broke its credits (never expected)
     bool detached_ = false;
     bool muted_ = false;
-    bool (*ring_socket_)(int) = nullptr;
+    bool (*ring_socket_)(int, bool) = nullptr;
+    bool rang_ = false;
     int socket_fd_ = -1;
 };
 

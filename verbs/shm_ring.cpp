@@ -101,7 +101,11 @@ void RingProducer::close() noexcept {
     if (!ctl_) return;
     ctl_->producer_gone.store(1, std::memory_order_seq_cst);
     ctl_->tcp_armed.store(0, std::memory_order_relaxed);
-    ring_doorbell();
+    // As in post(): the consumer re-checks producer_gone after announcing its sleep, so a wake-up
+    // is needed (a system call) only when it announced one.
+    ctl_->doorbell.fetch_add(1, std::memory_order_seq_cst);
+    if (ctl_->sleeping.load(std::memory_order_seq_cst))
+        ::syscall(SYS_futex, &ctl_->doorbell, FUTEX_WAKE, INT32_MAX, nullptr, nullptr, 0);
 }
 
 int RingConsumer::poll(const Deliver& deliver, int budget) {

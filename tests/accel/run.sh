@@ -234,6 +234,44 @@ fi
 kill "$srv" 2>/dev/null
 wait "$srv" 2>/dev/null
 
+# Connection churn: 300 connections one after the other, each echoing a random amount.  Besides
+# the bytes, the stats must show that the connections reused their shared memory instead of
+# setting up and tearing down a segment each (verbs/shm_pool.hpp): what makes short connections
+# cheap.
+churn_case() {
+  local d=$tmp/churn p n=300 srv why seg
+  p=$(port)
+  sdxrun "$d/srv" python3 "$ROOT/tests/accel/churn.py" server "$p" "$n" >"$d.srv" 2>&1 &
+  srv=$!
+  wait_listen "$p" || { fail "churn" "server did not listen: $(tail -3 "$d.srv")"; kill "$srv"; return; }
+  if ! sdxrun "$d/cli" python3 "$ROOT/tests/accel/churn.py" client "$p" "$n" "$RANDOM" >"$d.cli" 2>&1; then
+    fail "churn" "client: $(tail -3 "$d.cli")"
+    kill "$srv"
+    return
+  fi
+  wait "$srv" || { fail "churn" "server: $(tail -3 "$d.srv")"; return; }
+  why=$(accelerated "$d/cli" $((n * 32768 * 8 / 10)) 2>&1) || { fail "churn" "$why"; return; }
+  seg=$(python3 - "$d" "$n" 2>&1 <<'EOF'
+import glob, json, sys
+d, n = sys.argv[1], int(sys.argv[2])
+def seg(side):
+    t = {}
+    for f in glob.glob(d + "/" + side + "/*.json"):
+        for k, v in json.load(open(f)).get("segments", {}).items():
+            t[k] = t.get(k, 0) + v
+    return t
+c, s = seg("cli"), seg("srv")
+if c.get("created", 0) + c.get("reused", 0) != n:
+    sys.exit("client segments %s for %d connections" % (c, n))
+if c.get("reused", 0) < n * 9 // 10 or s.get("cached", 0) < n * 9 // 10:
+    sys.exit("segments were not reused: client %s, server %s" % (c, s))
+print("client created=%d reused=%d, server attached=%d cached=%d" % (c["created"], c["reused"], s.get("attached", 0), s["cached"]))
+EOF
+  ) || { fail "churn" "$seg"; return; }
+  pass "churn: $n connections, echo verified ($why; $seg)"
+}
+churn_case
+
 # PostgreSQL + pgbench (both as the postgres user: a listener attaches only the connections of its
 # own user, or of anyone when it runs as root).  The postmaster accepts, forks a backend per
 # connection and closes its copy: the backend takes the connection over.

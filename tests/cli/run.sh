@@ -184,6 +184,13 @@ man_clean() {
     [[ -z $warn ]] || { echo "$page: $warn"; return 1; }
     LC_ALL=C.UTF-8 man -l "$page" 2>/dev/null | grep -q "SDX_SEND_ZCOPY_THRESHOLD" || { echo "$page lacks options"; return 1; }
   done
+  # sdx(7): the overview, and the stats schema (every key the shim writes is described there).
+  local warn; warn=$(LC_ALL=C.UTF-8 MANWIDTH=100 man --warnings -l man/sdx.7 2>&1 >/dev/null)
+  [[ -z $warn ]] || { echo "man/sdx.7: $warn"; return 1; }
+  local text key; text=$(LC_ALL=C.UTF-8 MANWIDTH=200 man -l man/sdx.7 2>/dev/null)
+  for key in sdx_tx tcp_rx handshake_timeout other_user created reused attached cached credit_stalls sendsm aborted "Early data"; do
+    grep -q -- "$key" <<<"$text" || { echo "man/sdx.7 does not describe $key"; return 1; }
+  done
 }
 check "man pages render without warnings and list the options" man_clean
 

@@ -9,6 +9,8 @@
 #      process of the test still maps an sdx segment; nothing new in /dev/shm.
 #   4. SIGKILL of an idle peer (idle.py): the end blocked in recv() returns within 1 s, with what
 #      kernel TCP gives there (EOF; ECONNRESET when the killed end left data unread).
+#   5. early data to a listener that accepts too late (late.py): the bytes the client put into
+#      shared memory before the decision reach the server over TCP, exactly once and in order.
 # Every process under sdx runs as `sdx run -- PROG` with accelerate=1 and per-process stats.
 # Ends with "faults: N passed, M failed".
 set -uo pipefail
@@ -490,6 +492,44 @@ idle_kill() {
   pass "$name: recv() returned '$what' (as TCP) ${TOOK} ms after the kill; survivor accelerated=${ST[accelerated]}"
 }
 
+# --- 5. early data to a listener that accepts too late: late.py -----------------------------------
+
+# late_accept NAME MODE: the client (under sdx, handshake_timeout 100 ms) sends 5000 bytes at once,
+# which go into shared memory before the server (under sdx, accepting only after 500 ms) has
+# accepted.  The client gives up waiting for the listener and must send those bytes on TCP itself:
+# the server gets every byte, in order, exactly once, with the client's fallback recorded.
+# MODE reply: the client waits in recv() for the answer; close: it closes at once.
+late_accept() {
+  local name=$1 mode=$2 d=$tmp/late-$2 p srv sent got
+  mkdir -p "$d"
+  p=$(port)
+  start "$d/srv.out" "$d/srv" "$PY" "$HERE/late.py" server "$p" 500
+  srv=$PID
+  if ! poll_until 5000 has_line "$d/srv.out" listening; then
+    fail "$name" "server did not start: $(tail -2 "$d/srv.out")"
+    reap "$srv"
+    return
+  fi
+  if ! SDX_HANDSHAKE_TIMEOUT=100ms runfg "$d/cli" "$PY" "$HERE/late.py" client "$p" 5000 "$mode" >"$d/cli.out" 2>&1; then
+    fail "$name" "client: $(tail -2 "$d/cli.out")"
+    reap "$srv"
+    return
+  fi
+  now
+  wait_exit "$srv" "$NOW" 5000 || { fail "$name" "server did not finish: $(tail -2 "$d/srv.out")"; return; }
+  sent=$(grep -m1 '^sent ' "$d/cli.out") got=$(grep -m1 '^got ' "$d/srv.out")
+  if [[ ${sent#sent } != "${got#got }" ]]; then
+    fail "$name" "the server got '${got:-nothing}', the client sent '$sent'"
+    return
+  fi
+  load_stats "$d/cli" || { fail "$name" "$STERR"; return; }
+  if ((ST[handshake_timeout] != 1 || ST[accelerated] != 0)); then
+    fail "$name" "expected one handshake_timeout fallback and nothing accelerated: accelerated=${ST[accelerated]} fallbacks: ${ST[fallbacks]}"
+    return
+  fi
+  pass "$name: 5000 early bytes reached the late listener over TCP, exactly (client fallback: ${ST[fallbacks]})"
+}
+
 if [[ ! -x $PERF || ! -f $LIB || ! -x $SDX ]]; then
   fail "build" "build/bin/sdx, build/bin/sdxperf or libsdx.so missing (make)"
   summary
@@ -510,6 +550,8 @@ idle_kill "kill -9 idle client, server in recv" cli hello i1 eof
 idle_kill "kill -9 client that never used its socket, server in recv" cli quiet i2 eof
 idle_kill "kill -9 idle server, client in recv" srv hello i3 eof
 idle_kill "kill -9 server with unread data, client in recv" srv unread i4 reset
+late_accept "early data, late listener, client waits for the reply" reply
+late_accept "early data, late listener, client closes at once" close
 
 # A library relinked under the running suite fails cases for no fault of sdx ("cannot be preloaded").
 [[ $(stat -c %y "$LIB") == "$lib_built" ]] || echo "note: $LIB was rebuilt during this run"

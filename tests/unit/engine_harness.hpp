@@ -121,9 +121,12 @@ struct Side : Port {
 // Two connected sides; side a is the active (Hello) side.
 struct Pair {
     Side a, b;
-    Pair(Params pa, Params pb) : a(pa), b(pb) {
+    struct NoHandshake {};
+    Pair(Params pa, Params pb, NoHandshake) : a(pa), b(pb) {
         a.peer = &b;
         b.peer = &a;
+    }
+    Pair(Params pa, Params pb) : Pair(pa, pb, NoHandshake{}) {
         auto hello = a.eng->hello();
         auto ack = b.eng->accept_hello(hello);
         EXPECT_TRUE(ack.has_value());

@@ -11,6 +11,7 @@
 #include <random>
 
 #include "verbs/shm_channel.hpp"
+#include "verbs/shm_pool.hpp"
 
 using namespace sdx;
 using namespace sdx::shm;
@@ -202,4 +203,78 @@ TEST(ShmChannel, NonblockingReceiverWithSmallMessages) {
     proto::Counters c;
     transfer(8ull << 20, 3000, prm, true, &c);
     EXPECT_EQ(c.tx_bcopy_bytes, 8ull << 20);
+}
+
+// A reused segment starts a new generation: a passive side that looked at the previous
+// connection's announcement cannot claim the new one.
+TEST(ShmSegment, RenewStartsAGenerationOldClaimsCannotTouch) {
+    std::string err;
+    auto seg = sdx::shm::Segment::create(1 << 16, &err);
+    ASSERT_TRUE(seg) << err;
+    using RV = sdx::shm::Rendezvous;
+    RV* rv = seg->rendezvous();
+    std::uint64_t id = seg->id();
+    rv->state.store(RV::with_phase(rv->state.load(), RV::Announced));
+    std::uint32_t old = rv->state.load();
+    rv->finished[0].store(1);
+    rv->holders[1].store(1);
+    seg->renew();
+    EXPECT_EQ(rv->phase(), RV::Empty);
+    EXPECT_EQ(rv->finished[0].load(), 0u);
+    EXPECT_EQ(rv->holders[1].load(), 0);
+    EXPECT_EQ(seg->id(), id) << "the id names the memory, not the connection";
+    rv->state.store(RV::with_phase(rv->state.load(), RV::Announced));
+    EXPECT_FALSE(rv->move(old, RV::Claiming)) << "a claim on the previous generation fails";
+    EXPECT_TRUE(rv->move(rv->state.load(), RV::Claiming));
+    EXPECT_TRUE(rv->move_phase(RV::Claiming, RV::Accepted));
+    EXPECT_FALSE(rv->move_phase(RV::Claiming, RV::Withdrawn));
+}
+
+// The connecting side reuses a segment only for the same listener, with the same ring size, and
+// only once the passive side finished with it (or died).
+TEST(ShmPool, ReusesOnlyWhatThePassiveSideIsDoneWith) {
+    using sdx::shm::SegmentPool;
+    std::string err;
+    ASSERT_TRUE(SegmentPool::reserve_fd());
+    auto seg = sdx::shm::Segment::create(1 << 16, &err);
+    ASSERT_TRUE(seg) << err;
+    std::uint64_t id = seg->id();
+    sdx::shm::Rendezvous* rv = seg->rendezvous();  // stays mapped while pooled
+    SegmentPool::give(std::move(*seg), "listener-a", ::getpid());
+    EXPECT_FALSE(SegmentPool::take("listener-a", 1 << 16)) << "the passive side (alive) has not finished";
+    rv->finished[1].store(1);
+    EXPECT_FALSE(SegmentPool::take("listener-b", 1 << 16)) << "another listener never gets it";
+    EXPECT_FALSE(SegmentPool::take("listener-a", 1 << 17)) << "nor a connection with other ring sizes";
+    auto again = SegmentPool::take("listener-a", 1 << 16);
+    ASSERT_TRUE(again);
+    EXPECT_EQ(again->id(), id);
+    EXPECT_EQ(again->rendezvous()->finished[1].load(), 0u) << "renewed";
+    EXPECT_FALSE(SegmentPool::take("listener-a", 1 << 16)) << "taken once";
+    // A passive side that died without finishing releases it too.
+    pid_t child = ::fork();
+    if (child == 0) ::_exit(0);
+    ASSERT_GT(child, 0);
+    ::waitpid(child, nullptr, 0);
+    SegmentPool::give(std::move(*again), "listener-a", child);
+    auto third = SegmentPool::take("listener-a", 1 << 16);
+    ASSERT_TRUE(third);
+    EXPECT_EQ(third->id(), id);
+    SegmentPool::unreserve_fd();
+}
+
+// The accepting side finds a segment it mapped before by creator and id.
+TEST(ShmPool, AttachCacheKeysByCreatorAndId) {
+    using sdx::shm::AttachCache;
+    std::string err;
+    auto seg = sdx::shm::Segment::create(1 << 16, &err);
+    ASSERT_TRUE(seg) << err;
+    std::uint64_t id = seg->id();
+    seg->close_fd();
+    AttachCache::give(std::move(*seg), 4242);
+    EXPECT_FALSE(AttachCache::take(4243, id));
+    EXPECT_FALSE(AttachCache::take(4242, id + 1));
+    auto back = AttachCache::take(4242, id);
+    ASSERT_TRUE(back);
+    EXPECT_EQ(back->id(), id);
+    EXPECT_FALSE(AttachCache::take(4242, id));
 }
