@@ -83,6 +83,14 @@ bool withdraw(shm::Rendezvous* rv) noexcept {
     }
 }
 
+// A connection that ended up on kernel TCP gives its segment's pool reservation back at once
+// (it would otherwise hold it until closed).
+void drop_reservation(Conn* c) noexcept {
+    if (!c->poolable) return;
+    c->poolable = false;
+    shm::SegmentPool::unreserve_fd();
+}
+
 void go_accelerated(Conn* c, shm::Segment seg, int side, pid_t peer, int fd) {
     seg.rendezvous()->holders[side].store(1, std::memory_order_relaxed);
     attach_channel(c, std::move(seg), side, peer, fd);
@@ -356,6 +364,9 @@ Conn* announce(const sockaddr* dst, socklen_t len, shmstats::SocketSlot* slot, b
         return nullptr;
     }
     try {
+        // Everything that may throw comes before the announcement: after it, the listener may
+        // accept at any moment, so a failure would leave it waiting on a stream that is on TCP.
+        auto hello = proto::Engine::hello_for(params());
         rdv::Refusal why{};
         auto ann = rdv::announce(dst, len, ring_capacity(), &why);
         if (!ann) {
@@ -365,7 +376,6 @@ Conn* announce(const sockaddr* dst, socklen_t len, shmstats::SocketSlot* slot, b
                           slot);
             return nullptr;
         }
-        auto hello = proto::Engine::hello_for(params());
         shm::Rendezvous* rv = ann->seg.rendezvous();
         std::memcpy(rv->hello, hello.data(), std::min(hello.size(), sizeof rv->hello));
         auto* c = new (std::nothrow) Conn;
@@ -397,6 +407,7 @@ void connect_done(Conn* c, int fd, bool ok, bool up) noexcept {
     }
     withdraw(c->seg->rendezvous());
     c->seg.reset();
+    drop_reservation(c);
     c->state.store(State::Kernel, std::memory_order_release);
     note_fallback(Fallback::ConnectFailed, c ? c->slot.load() : nullptr);
 }
@@ -489,6 +500,7 @@ bool settle(Conn* c, int fd, bool may_wait) noexcept {
         if (s == shm::Rendezvous::Accepted && c->early) {
             finish_early(c, rv);
             c->state.store(State::Accelerated, std::memory_order_release);
+            c->gen.fetch_add(1, std::memory_order_relaxed);  // decided: readiness changed (an epoll edge)
             totals().sockets_accelerated.fetch_add(1, std::memory_order_relaxed);
             mark_path(c, shmstats::Path::Shm);
             return true;
@@ -504,11 +516,14 @@ bool settle(Conn* c, int fd, bool may_wait) noexcept {
                 go_accelerated(c, std::move(seg), 0, peer, fd);
                 if (!c->eng->accept_hello_ack(ack)) c->eng->on_transport_down();  // cannot happen with a sane peer
                 c->state.store(State::Accelerated, std::memory_order_release);
+            c->gen.fetch_add(1, std::memory_order_relaxed);  // decided: readiness changed (an epoll edge)
                 totals().sockets_accelerated.fetch_add(1, std::memory_order_relaxed);
                 mark_path(c, shmstats::Path::Shm);
                 return true;
             } catch (...) {
                 c->state.store(State::Kernel, std::memory_order_release);
+            c->gen.fetch_add(1, std::memory_order_relaxed);
+            drop_reservation(c);
                 note_fallback(Fallback::SetupFailed, c ? c->slot.load() : nullptr);
                 return false;
             }
@@ -518,6 +533,8 @@ bool settle(Conn* c, int fd, bool may_wait) noexcept {
             if (c->early) drop_early(c, fd);
             c->seg.reset();
             c->state.store(State::Kernel, std::memory_order_release);
+            c->gen.fetch_add(1, std::memory_order_relaxed);
+            drop_reservation(c);
             return false;
         }
         long long left = c->decide_by_ns - now_ns();
@@ -528,6 +545,8 @@ bool settle(Conn* c, int fd, bool may_wait) noexcept {
                 if (c->early) drop_early(c, fd);
                 c->seg.reset();
                 c->state.store(State::Kernel, std::memory_order_release);
+            c->gen.fetch_add(1, std::memory_order_relaxed);
+            drop_reservation(c);
                 return false;
             }
             continue;  // it was accepted meanwhile
@@ -548,7 +567,9 @@ void* open_listener(int fd) noexcept {
 void close_listener(void* l) noexcept { delete static_cast<rdv::Listener*>(l); }
 
 Conn* accept_from(void* listener, int fd, const sockaddr* peer, socklen_t len, shmstats::SocketSlot* slot, bool opts_set) noexcept {
-    if (!listener || !enabled()) return nullptr;
+    // Under a seccomp filter the set-up calls (open, mmap, kill) may be forbidden: TCP (the client
+    // falls back after handshake_timeout, its early bytes replayed).
+    if (!listener || !enabled() || g_rt.sandboxed.load(std::memory_order_relaxed)) return nullptr;
     try {
         pid_t peer_pid = 0;
         std::uint32_t seen = 0;
@@ -636,6 +657,9 @@ bool send_early(Socket* s, Conn* c, int fd, const iovec* iov, int cnt, int flags
         std::lock_guard<std::mutex> serial(c->send_mu);
         std::unique_lock<std::mutex> lk(c->mu);
         if (c->state.load(std::memory_order_acquire) != State::Pending || !start_early(c, fd)) return false;
+        // A socket in an epoll set will be waited for there: its answer must ring (epoll arms
+        // only accelerated sockets before sleeping, and this one is still pending).
+        if (s->epoll_regs.load(std::memory_order_relaxed) > 0) c->ch->arm_socket_doorbell(true, false);
         std::size_t want = proto::iov_total({iov, static_cast<std::size_t>(cnt)});
         std::size_t room = c->eng->send_room();
         if (want == 0 || room == 0 || (!nb && room < want)) return false;
@@ -899,7 +923,14 @@ void set_timeout(Conn* c, int which, const timeval& tv) noexcept {
 }
 
 void set_oob_inline(Conn* c, int fd, bool on) noexcept {
-    if (!settle(c, fd, false)) return;  // still undecided: attach_channel reads it from the socket
+    if (!settle(c, fd, false)) {
+        // Still undecided: the channel, when it comes, reads the option from the socket; an
+        // engine already sending early data takes it now.
+        std::lock_guard<std::mutex> lk(c->mu);
+        c->opts_set = true;
+        if (c->eng && c->state.load(std::memory_order_acquire) == State::Pending) c->eng->set_oob_inline(on);
+        return;
+    }
     std::lock_guard<std::mutex> lk(c->mu);
     c->eng->set_oob_inline(on);
 }
@@ -921,6 +952,7 @@ short poll_events(Conn* c, int fd, short want, std::uint64_t* gen) noexcept {
         if (!(want & (POLLOUT | POLLWRNORM)) || c->state.load(std::memory_order_acquire) != State::Pending) return 0;
         std::lock_guard<std::mutex> lk(c->mu);
         if (c->state.load(std::memory_order_acquire) != State::Pending || !early_possible(c, fd)) return 0;
+        if (gen) *gen = c->gen.load(std::memory_order_relaxed);  // settle() bumps it: a new edge then
         return static_cast<short>(want & (POLLOUT | POLLWRNORM));
     }
     std::lock_guard<std::mutex> lk(c->mu);
@@ -937,7 +969,16 @@ short poll_events(Conn* c, int fd, short want, std::uint64_t* gen) noexcept {
 }
 
 bool arm(Conn* c, int fd, bool read, bool write) noexcept {
-    if (c->state.load(std::memory_order_acquire) != State::Accelerated) return false;
+    State st = c->state.load(std::memory_order_acquire);
+    if (st == State::Pending) {
+        // Early data out: the channel exists, and the listener's first answer (after it accepted)
+        // must ring a waiter in poll or epoll like any other message.
+        std::lock_guard<std::mutex> lk(c->mu);
+        if (c->state.load(std::memory_order_acquire) != State::Pending || !c->early) return false;
+        c->ch->arm_socket_doorbell(read, write);
+        return false;
+    }
+    if (st != State::Accelerated) return false;
     std::lock_guard<std::mutex> lk(c->mu);
     if (given_back(c)) {
         take_back(c, fd);

@@ -55,13 +55,16 @@ struct Set {
     // whenever the engine has something, so its doorbells stay armed between waits, and an
     // eventfd of the shim's (`self_fd`, data self_key()) stands in for what arrived unrung.
     bool nested = false;
-    int self_fd = -1;
+    std::atomic<int> self_fd{-1};  // atomic: close() of the number clears it, lock-free (forget_self_fd)
     // Kernel data that is an address of ours, as the Entries' are, so no application's data can
     // be mistaken for it.
     std::uint64_t self_key() const noexcept { return reinterpret_cast<std::uint64_t>(&self_fd); }
 };
 
-std::atomic<int> g_nested{0};  // sets with a self_fd (fd_closing looks only when any)
+// Sets with a self_fd, found lock-free by close() and dup2() (which may run in signal handlers).
+constexpr int kMaxNested = 64;
+std::atomic<Set*> g_nested_sets[kMaxNested];
+std::atomic<int> g_nested{0};  // how many are registered (close() looks only when any)
 
 constinit FdTable<Set> g_sets;
 std::mutex g_all_mu;
@@ -89,12 +92,14 @@ void unref(Set* s) noexcept {
     if (s->refs.fetch_sub(1, std::memory_order_acq_rel) != 1) return;
     std::lock_guard<std::mutex> lk(s->mu);
     while (!s->by_fd.empty()) drop_entry(s, s->by_fd.begin()->second.get(), false);  // the kernel set is gone
-    if (s->self_fd >= 0) {
-        real::close(s->self_fd);
-        g_nested.fetch_sub(1, std::memory_order_relaxed);
+    if (s->nested) {
+        for (auto& slot : g_nested_sets) {
+            Set* expect = s;
+            if (slot.compare_exchange_strong(expect, nullptr)) g_nested.fetch_sub(1, std::memory_order_relaxed);
+        }
     }
+    if (int fd = s->self_fd.exchange(-1); fd >= 0) real::close(fd);
     s->keys.erase(s->self_key());
-    s->self_fd = -1;
     s->nested = false;
     s->ep = -1;
 }
@@ -228,14 +233,19 @@ bool arm_all(Set* set) noexcept {
 
 // A nested set: makes the kernel set readable for what the engines have that rang nothing.
 void signal_self(Set* set) noexcept {
-    if (set->self_fd < 0) return;
+    int fd = set->self_fd.load(std::memory_order_acquire);
+    if (fd < 0) return;
     std::uint64_t one = 1;
-    (void)!real::write(set->self_fd, &one, sizeof one);
+    (void)!real::write(fd, &one, sizeof one);
 }
 
 // A nested set after a wait: every doorbell armed again, so the next arrival makes the kernel set
 // (and so the outer one) readable.  Caller holds set->mu.
 void rearm_nested(Set* set) noexcept {
+    // (Known limit: a level-triggered socket left readable by a partial read rings nothing new,
+    // so the outer set does not see the inner one readable again until more arrives.  Signalling
+    // it here would leave the signal standing after the application drained the socket, where the
+    // kernel would show the inner set empty.)
     if (set->nested && arm_all(set)) signal_self(set);
 }
 
@@ -251,7 +261,7 @@ int filter(Set* set, epoll_event* ev, int n, bool* rang) noexcept {
         }
         if (*it == set->self_key()) {  // our own signal: reset it, and let the engines speak
             std::uint64_t v;
-            (void)!real::read(set->self_fd, &v, sizeof v);
+            if (int fd = set->self_fd.load(std::memory_order_acquire); fd >= 0) (void)!real::read(fd, &v, sizeof v);
             *rang = true;
             continue;
         }
@@ -347,6 +357,7 @@ int ctl(int ep, int op, int fd, Socket* s, epoll_event* ev) noexcept {
         e->app = *ev;
         e->disabled = false;
         e->seen_gen = ~0ull;  // MOD reports the current state, as the kernel's does
+        rearm_nested(set.s);
         return 0;
     } catch (...) {
         errno = ENOMEM;
@@ -428,10 +439,23 @@ void nested_in_another(int inner) noexcept {
             real::close(efd);
             return;
         }
-        set.s->self_fd = efd;
+        bool registered = false;
+        for (auto& slot : g_nested_sets) {
+            Set* expect = nullptr;
+            if (slot.compare_exchange_strong(expect, set.s)) {
+                registered = true;
+                break;
+            }
+        }
+        if (!registered) {  // too many nested sets: this one works as before (first wake-up only)
+            real::epoll_ctl(inner, EPOLL_CTL_DEL, efd, nullptr);
+            real::close(efd);
+            return;
+        }
+        g_nested.fetch_add(1, std::memory_order_relaxed);
+        set.s->self_fd.store(efd, std::memory_order_release);
         set.s->keys.insert(set.s->self_key());
         set.s->nested = true;
-        g_nested.fetch_add(1, std::memory_order_relaxed);
         rearm_nested(set.s);
     } catch (...) {
     }
@@ -439,16 +463,20 @@ void nested_in_another(int inner) noexcept {
 
 // The application closes (or dup2()s over) the number of a nested set's eventfd: that is how
 // programs that close every fd they do not know behave.  The set forgets it, so nothing of ours is
-// ever written to whatever the number names next; the set then works as an unnested one.
-void forget_self_fd(int fd) noexcept {
+// ever written to whatever the number names next (its nested sockets then wake the outer set only
+// through their own doorbells).  Lock-free: close() may run in a signal handler.
+void forget_self_fds(unsigned first, unsigned last) noexcept {
     if (g_nested.load(std::memory_order_relaxed) == 0) return;
-    std::lock_guard<std::mutex> lk(g_all_mu);
-    if (!g_all) return;
-    for (Set* set : *g_all) {
-        std::lock_guard<std::mutex> sl(set->mu);
-        if (set->self_fd != fd) continue;
-        set->self_fd = -1;
-        g_nested.fetch_sub(1, std::memory_order_relaxed);
+    bool checked_pid = false;
+    for (auto& slot : g_nested_sets) {
+        Set* set = slot.load(std::memory_order_acquire);
+        if (!set) continue;
+        int fd = set->self_fd.load(std::memory_order_acquire);
+        if (fd < 0 || static_cast<unsigned>(fd) < first || static_cast<unsigned>(fd) > last) continue;
+        // A vfork child closing its copy of the number must not blind the parent.
+        if (!checked_pid && ::getpid() != g_rt.pid) return;
+        checked_pid = true;
+        set->self_fd.compare_exchange_strong(fd, -1, std::memory_order_acq_rel);
     }
 }
 
@@ -469,19 +497,18 @@ void socket_closing(Socket* s) noexcept {
 }
 
 void fd_closing(int fd) noexcept {
-    forget_self_fd(fd);
+    forget_self_fds(static_cast<unsigned>(fd), static_cast<unsigned>(fd));
     if (g_sets.get(fd) == nullptr) return;
     if (Set* s = g_sets.exchange(fd, nullptr)) unref(s);
 }
 
 void fds_closing(unsigned first, unsigned last) noexcept {
-    if (g_nested.load(std::memory_order_relaxed) != 0)
-        for (unsigned fd = first; fd <= last && fd < (1u << 20); ++fd) forget_self_fd(static_cast<int>(fd));
+    forget_self_fds(first, last);
     g_sets.for_each(first, last, [](int fd, Set*) { fd_closing(fd); });
 }
 
 void fd_duplicated(int oldfd, int newfd) noexcept {
-    forget_self_fd(newfd);
+    forget_self_fds(static_cast<unsigned>(newfd), static_cast<unsigned>(newfd));
     Set* s = acquire(oldfd);  // becomes the table's reference for newfd
     if (!s && !g_sets.get(newfd)) return;
     // What newfd named before is gone (dup2 closed it).  When the table could not store s, the

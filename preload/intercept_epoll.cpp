@@ -7,6 +7,7 @@
 #include <cstdio>
 #include <cstring>
 
+#include "preload/accel.hpp"
 #include "preload/epoll_set.hpp"
 #include "preload/export.hpp"
 #include "preload/real.hpp"
@@ -42,7 +43,8 @@ SDX_EXPORT int epoll_ctl(int ep, int op, int fd, epoll_event* ev) noexcept {
     Socket* s = tracked(fd);
     if (!s) {
         int r = real::epoll_ctl(ep, op, fd, ev);
-        if (r == 0 && op == EPOLL_CTL_ADD && is_epoll_fd(fd)) {
+        // (Only with acceleration on, and never under a seccomp filter: readlink may be forbidden.)
+        if (r == 0 && op == EPOLL_CTL_ADD && accel::enabled() && !g_rt.sandboxed.load(std::memory_order_relaxed) && is_epoll_fd(fd)) {
             int saved = errno;
             ep::nested_in_another(fd);
             errno = saved;

@@ -54,19 +54,28 @@ void on_accepted(int listen_fd, int fd, int flags, const sockaddr_storage& peer_
     }
 }
 
-// accept4 through a buffer of our own (the peer's address saves a getpeername), then the
-// application's, as the kernel fills it: truncated to its length, the full length reported.
-int accept_via(int fd, sockaddr* addr, socklen_t* len, int flags) {
+// accept()/accept4() for a tracked listener.  The peer's address comes from the call itself when
+// the application asked for it in full (no getpeername), or through a buffer of ours when it
+// passed none; the application's buffer and length behave exactly as the kernel makes them.
+int accept_via(int fd, sockaddr* addr, socklen_t* len, int flags, bool four) {
     sockaddr_storage ss{};
-    socklen_t sl = sizeof ss;
-    int r = real::accept4(fd, reinterpret_cast<sockaddr*>(&ss), &sl, flags);
-    if (r >= 0 && addr && len) {
-        std::memcpy(addr, &ss, std::min<std::size_t>(*len, sl));
-        *len = sl;
+    socklen_t sl = 0;
+    int r;
+    if (addr) {
+        socklen_t cap = len ? *len : 0;
+        r = four ? real::accept4(fd, addr, len, flags) : real::accept(fd, addr, len);
+        if (r >= 0 && len && *len <= cap && *len <= sizeof ss) {  // not truncated: the peer in full
+            std::memcpy(&ss, addr, *len);
+            sl = *len;
+        }
+    } else {
+        socklen_t mine = sizeof ss;
+        r = four ? real::accept4(fd, reinterpret_cast<sockaddr*>(&ss), &mine, flags)
+                 : real::accept(fd, reinterpret_cast<sockaddr*>(&ss), &mine);
+        if (r >= 0) sl = mine;
     }
-    if (r >= 0 && !addr && len) *len = sl;
     int saved = errno;
-    if (tracked(fd)) on_accepted(fd, r, flags, ss, r >= 0 ? sl : 0);
+    on_accepted(fd, r, flags, ss, r >= 0 ? sl : 0);
     errno = saved;
     return r;
 }
@@ -126,7 +135,7 @@ SDX_EXPORT int accept(int fd, sockaddr* addr, socklen_t* len) {
         return r;
     }
     count(Call::accept);
-    return accept_via(fd, addr, len, 0);
+    return accept_via(fd, addr, len, 0, false);
 }
 
 SDX_EXPORT int accept4(int fd, sockaddr* addr, socklen_t* len, int flags) {
@@ -136,7 +145,7 @@ SDX_EXPORT int accept4(int fd, sockaddr* addr, socklen_t* len, int flags) {
         return r;
     }
     count(Call::accept4);
-    return accept_via(fd, addr, len, flags);
+    return accept_via(fd, addr, len, flags, true);
 }
 
 SDX_EXPORT int connect(int fd, const sockaddr* addr, socklen_t len) {

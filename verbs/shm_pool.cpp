@@ -78,7 +78,11 @@ std::optional<Segment> SegmentPool::take(const std::string& listener, std::size_
         for (auto it = s.pool.begin(); it != s.pool.end(); ++it) {
             if (it->listener != listener || it->seg.ring_capacity() != ring_capacity) continue;
             // The passive side's last act is to set its flag; a dead one does nothing more.
-            if (!it->seg.rendezvous()->finished[1].load(std::memory_order_acquire) && !gone(it->passive)) continue;
+            // A dead passive process counts only if no forked process of its side still holds it.
+            Rendezvous* rv = it->seg.rendezvous();
+            if (!rv->finished[1].load(std::memory_order_acquire) &&
+                !(rv->holders[1].load(std::memory_order_acquire) <= 1 && gone(it->passive)))
+                continue;
             found.emplace(std::move(it->seg));
             s.pool.erase(it);
             break;

@@ -17,61 +17,6 @@ using namespace sem;
 
 namespace {
 
-std::atomic<int> g_usr1{0};  // handler installed without SA_RESTART
-std::atomic<int> g_usr2{0};  // handler installed with SA_RESTART
-void on_usr1(int) { g_usr1.fetch_add(1); }
-void on_usr2(int) { g_usr2.fetch_add(1); }
-
-void install() {
-    struct sigaction sa{};
-    sigemptyset(&sa.sa_mask);
-    sa.sa_handler = on_usr1;
-    sa.sa_flags = 0;
-    sigaction(SIGUSR1, &sa, nullptr);
-    sa.sa_handler = on_usr2;
-    sa.sa_flags = SA_RESTART;
-    sigaction(SIGUSR2, &sa, nullptr);
-}
-
-// A call run on its own thread; the main thread watches it from /proc.
-struct Blocked {
-    std::function<R()> op;
-    sigset_t mask;  // the thread's signal mask while it runs op
-    pid_t tid = 0;
-    std::atomic<bool> started{false}, done{false};
-    R r{0, 0};
-    int usr1_at_return = 0;  // g_usr1 right after op returned
-    pthread_t th{};
-
-    explicit Blocked(std::function<R()> f) : op(std::move(f)) { sigemptyset(&mask); }
-    void start() {
-        pthread_create(&th, nullptr, [](void* a) -> void* {
-            auto* b = static_cast<Blocked*>(a);
-            pthread_sigmask(SIG_SETMASK, &b->mask, nullptr);
-            b->tid = sem::tid();
-            b->started = true;
-            b->r = b->op();
-            b->usr1_at_return = g_usr1.load();
-            b->done = true;
-            return nullptr;
-        }, this);
-        wait_flag(started);
-    }
-    // Waits until the thread sits in one of `nrs`.
-    bool in(std::initializer_list<long> nrs) {
-        int64_t end = now_ms() + kWaitMs;
-        while (now_ms() < end) {
-            long cur = current_syscall(tid);
-            for (long nr : nrs)
-                if (blocked_in(cur, nr)) return true;
-            if (done) return false;
-            backoff();
-        }
-        return false;
-    }
-    void join() { pthread_join(th, nullptr); }
-};
-
 // The thread's pending signals include `sig` (it is blocked, so it stays pending).
 bool pending_in_thread(pid_t t, int sig) {
     int64_t end = now_ms() + kWaitMs;
@@ -406,7 +351,7 @@ void test_cross_thread_close() {
 
 int main() {
     start();
-    install();
+    install_usr_handlers();
     test_eintr_recv();
     test_eintr_accept();
     test_eintr_readiness();

@@ -32,6 +32,7 @@
 #include <unistd.h>
 
 #include <atomic>
+#include <functional>
 #include <cstdint>
 #include <string>
 
@@ -386,5 +387,62 @@ inline void start() {
     alarm(30);  // a hung program dies (SIGALRM) instead of hanging the suite
     fortified_calls();
 }
+
+// SIGUSR1 and SIGUSR2 counted, the first without SA_RESTART, the second with it: how the programs
+// tell an interrupted call from a restarted one.  install_usr_handlers() sets both up.
+inline std::atomic<int> g_usr1{0};
+inline std::atomic<int> g_usr2{0};
+inline void on_usr1(int) { g_usr1.fetch_add(1); }
+inline void on_usr2(int) { g_usr2.fetch_add(1); }
+inline void install_usr_handlers() {
+    struct sigaction sa{};
+    sigemptyset(&sa.sa_mask);
+    sa.sa_handler = on_usr1;
+    sa.sa_flags = 0;
+    sigaction(SIGUSR1, &sa, nullptr);
+    sa.sa_handler = on_usr2;
+    sa.sa_flags = SA_RESTART;
+    sigaction(SIGUSR2, &sa, nullptr);
+}
+
+// A call run on its own thread (with the signal mask `mask`); the main thread watches it from
+// /proc: in() says whether it sits in a given system call.
+struct Blocked {
+    std::function<R()> op;
+    sigset_t mask;  // the thread's signal mask while it runs op
+    pid_t tid = 0;
+    std::atomic<bool> started{false}, done{false};
+    R r{0, 0};
+    int usr1_at_return = 0;  // g_usr1 right after op returned
+    pthread_t th{};
+
+    explicit Blocked(std::function<R()> f) : op(std::move(f)) { sigemptyset(&mask); }
+    void start() {
+        pthread_create(&th, nullptr, [](void* a) -> void* {
+            auto* b = static_cast<Blocked*>(a);
+            pthread_sigmask(SIG_SETMASK, &b->mask, nullptr);
+            b->tid = sem::tid();
+            b->started = true;
+            b->r = b->op();
+            b->usr1_at_return = g_usr1.load();
+            b->done = true;
+            return nullptr;
+        }, this);
+        wait_flag(started);
+    }
+    // Waits until the thread sits in one of `nrs`.
+    bool in(std::initializer_list<long> nrs) {
+        int64_t end = now_ms() + kWaitMs;
+        while (now_ms() < end) {
+            long cur = current_syscall(tid);
+            for (long nr : nrs)
+                if (blocked_in(cur, nr)) return true;
+            if (done) return false;
+            backoff();
+        }
+        return false;
+    }
+    void join() { pthread_join(th, nullptr); }
+};
 
 }  // namespace sem
