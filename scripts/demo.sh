@@ -20,7 +20,7 @@ wait_listen() {
 
 run_mode() {  # mode -> prints median Gbit/s
   local mode=$1 pre=() results=()
-  [[ $mode == sdx ]] && pre=("$SDX" run -o stats=1 -o "stats_file=$T/stats-%p.json" --)
+  [[ $mode == sdx ]] && pre=("$SDX" run -o accelerate=1 -o stats=1 -o "stats_file=$T/stats-%p.json" --)
   "${pre[@]}" iperf3 -s -p "$port" -1 >/dev/null 2>&1 & server=$!
   for i in $(seq "$RUNS"); do
     if ((i > 1)); then "${pre[@]}" iperf3 -s -p "$port" -1 >/dev/null 2>&1 & server=$!; fi
