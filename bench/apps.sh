@@ -68,15 +68,6 @@ run_under() {
   "${pre[@]}" "$@"
 }
 
-wait_listen() {
-  local p=$1 i
-  for ((i = 0; i < 1000; i++)); do
-    [[ -n $(ss -ltnH "sport = :$p" 2>/dev/null) ]] && return 0
-    sleep 0.01
-  done
-  return 1
-}
-
 # start_server MODE DIR LOG PORT CMD...: the server in the background, returns once it listens.
 start_server() {
   local mode=$1 dir=$2 log=$3 p=$4; shift 4
@@ -84,7 +75,7 @@ start_server() {
   under "$mode" "$dir"
   "${pre[@]}" "$@" >"$log" 2>&1 &
   srv=$!
-  wait_listen "$p"
+  wait_listen "$p" 1000  # servers under a loaded bench may take up to 10 s
 }
 # stop_server [SIGNAL]: ends the server (timeout forwards the signal) and reaps it.
 stop_server() {

@@ -49,15 +49,7 @@ std::size_t ring_capacity() noexcept {
 }
 
 // A doorbell on the peer's kernel socket: one byte through the real send(), never the shim's.
-bool ring_socket(int fd, bool first) {
-    if (first && !g_rt.sandboxed.load(std::memory_order_relaxed)) {  // (before_sandbox did it then)
-        // The kernel connection carries only 1-byte doorbells now: Nagle would hold each one back
-        // until the previous one is acknowledged (40 ms of delayed ACK on loopback).  Set at the
-        // first ring, not at set-up: most short connections never ring.  The application still
-        // sees the TCP_NODELAY it set (intercept_socket.cpp).
-        int one = 1;
-        real::setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
-    }
+bool ring_socket(int fd) {
     char b = 0;
     if (g_rt.sandboxed.load(std::memory_order_relaxed)) return real::write(fd, &b, 1) == 1;
     return real::send(fd, &b, 1, MSG_DONTWAIT | MSG_NOSIGNAL) == 1;
@@ -329,6 +321,14 @@ proto::Params socket_params(Conn* c, int fd) noexcept {
 
 // The channel exists: doorbells go through the kernel socket from now on.
 void wire_doorbell(Conn* c, int fd) noexcept {
+    // The kernel connection now carries only 1-byte doorbells: Nagle would hold each one back
+    // until the previous one is acknowledged (40 ms of delayed ACK on loopback).  The application
+    // still sees the TCP_NODELAY it set (intercept_socket.cpp).  (Under a seccomp filter
+    // setsockopt may be fatal: such a process sets up no connection of its own anyway.)
+    if (!g_rt.sandboxed.load(std::memory_order_relaxed)) {
+        int one = 1;
+        real::setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+    }
     c->ch->set_socket_doorbell(ring_socket, fd);
     // Armed from the start, for programs whose first wait the shim does not see arm (measured:
     // without it sockperf's server lost the last message of a stream and ran at half the rate).
@@ -1000,16 +1000,6 @@ void add_holder(Conn* c) noexcept {
         if (rv->epoch[side].compare_exchange_strong(cur, cur + 1, std::memory_order_acq_rel))
             rv->published[side].store(cur + 1, std::memory_order_release);
     }
-}
-
-void before_sandbox() noexcept {
-    if (!any_live()) return;
-    g_fds.for_each(0, ~0u >> 1, [](int fd, Socket* s) {
-        Conn* c = s->conn.load(std::memory_order_acquire);
-        if (!c || c->state.load(std::memory_order_acquire) != State::Accelerated) return;
-        int one = 1;  // what ring_socket would do at the first doorbell, which the filter may forbid then
-        real::setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
-    });
 }
 
 void publish_shared() noexcept {

@@ -108,9 +108,6 @@ bool take_error(Conn* c, int fd, int* err) noexcept;
 void add_holder(Conn* c) noexcept;
 // exit(): a connection another process also holds is published for it to continue.
 void publish_shared() noexcept;
-// A seccomp filter is about to be installed: do now what may be forbidden later (TCP_NODELAY on
-// the kernel sockets, otherwise set at the first doorbell).
-void before_sandbox() noexcept;
 
 // Readiness.  `poll_events` computes the POLL* bits of an accelerated socket from the engine
 // (after taking in what arrived); `arm` asks the peer to ring the kernel socket at its next

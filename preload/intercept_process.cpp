@@ -211,9 +211,6 @@ SDX_EXPORT int posix_spawnp(pid_t* pid, const char* file, const posix_spawn_file
 // variadic; every option passes at most four more words, read here as such.
 SDX_EXPORT int prctl(int option, unsigned long a2, unsigned long a3, unsigned long a4, unsigned long a5) noexcept {
     count(Call::prctl);
-    if (option == PR_SET_SECCOMP) {  // before: the filter may forbid what follows
-        accel::before_sandbox();
-        note_sandbox();
-    }
+    if (option == PR_SET_SECCOMP) note_sandbox();  // before: the filter may forbid what follows
     return real::prctl(option, a2, a3, a4, a5);
 }

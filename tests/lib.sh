@@ -36,6 +36,17 @@ port() {
   echo 0
 }
 
+# wait_listen PORT [TRIES]: until something listens on PORT, polling every 10 ms at most TRIES
+# times (default 500: 5 s).  1 when nothing did.
+wait_listen() {
+  local p=$1 tries=${2:-500} i
+  for ((i = 0; i < tries; i++)); do
+    [[ -n $(ss -ltnH "sport = :$p" 2>/dev/null) ]] && return 0
+    sleep 0.01
+  done
+  return 1
+}
+
 # nginx_conf DIR PORT SENDFILE KEEPALIVE_REQUESTS: a private nginx configuration in DIR/nginx.conf
 # (2 workers, no access log, every temp path and the pid file under DIR, files served from DIR/www).
 nginx_conf() {

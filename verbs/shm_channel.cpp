@@ -226,7 +226,7 @@ void Channel::post_send(std::span<const std::byte> header, std::span<const iovec
         // bytes away: from then on every byte on the kernel socket is application data.
         Rendezvous* rv = seg_.rendezvous();
         rv->ringing.fetch_add(1, std::memory_order_seq_cst);
-        if (rv->reverted.load(std::memory_order_seq_cst) == 0 && ring_socket_(socket_fd_, !std::exchange(rang_, true)))
+        if (rv->reverted.load(std::memory_order_seq_cst) == 0 && ring_socket_(socket_fd_))
             rv->bells[side_].fetch_add(1, std::memory_order_seq_cst);
         rv->ringing.fetch_sub(1, std::memory_order_seq_cst);
     }

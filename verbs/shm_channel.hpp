@@ -44,11 +44,6 @@ struct Rendezvous {
     bool move(std::uint32_t seen, std::uint32_t phase) noexcept {
         return state.compare_exchange_strong(seen, with_phase(seen, phase), std::memory_order_acq_rel);
     }
-    // From phase `from` of the current generation to `to`.
-    bool move_phase(std::uint32_t from, std::uint32_t to) noexcept {
-        std::uint32_t seen = state.load(std::memory_order_acquire);
-        return phase_of(seen) == from && move(seen, to);
-    }
 
     std::atomic<std::uint32_t> state{Empty};
     std::atomic<std::uint32_t> addr_ready{0};  // the active side's address is filled in
@@ -168,9 +163,8 @@ public:
     void mute() noexcept { muted_ = detached_ = true; }
     bool muted() const noexcept { return muted_; }
     // How to ring the peer's kernel socket when it waits in poll/epoll (the shim passes a function
-    // that writes one byte with the real send(), never the interposed one, and says if it went;
-    // `first` is true on the channel's first ring).
-    void set_socket_doorbell(bool (*ring)(int fd, bool first), int fd) noexcept {
+    // that writes one byte with the real send(), never the interposed one, and says if it went).
+    void set_socket_doorbell(bool (*ring)(int fd), int fd) noexcept {
         ring_socket_ = ring;
         socket_fd_ = fd;
     }
@@ -226,8 +220,7 @@ private:
     bool failed_ = false;  // a post found no room: the engine broke its credits (never expected)
     bool detached_ = false;
     bool muted_ = false;
-    bool (*ring_socket_)(int, bool) = nullptr;
-    bool rang_ = false;
+    bool (*ring_socket_)(int) = nullptr;
     int socket_fd_ = -1;
 };
 

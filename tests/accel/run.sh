@@ -55,15 +55,6 @@ print("accelerated=%d sdx_%s=%d" % (acc, way, tx))
 EOF
 }
 
-wait_listen() {
-  local p=$1 i
-  for ((i = 0; i < 500; i++)); do
-    [[ -n $(ss -ltnH "sport = :$p" 2>/dev/null) ]] && return 0
-    sleep 0.01
-  done
-  return 1
-}
-
 # sdxperf with --verify: every byte checked by the receiver; both ends must exit 0.
 perf_case() {
   local name=$1 bytes=$2; shift 2

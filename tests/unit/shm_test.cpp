@@ -226,8 +226,10 @@ TEST(ShmSegment, RenewStartsAGenerationOldClaimsCannotTouch) {
     rv->state.store(RV::with_phase(rv->state.load(), RV::Announced));
     EXPECT_FALSE(rv->move(old, RV::Claiming)) << "a claim on the previous generation fails";
     EXPECT_TRUE(rv->move(rv->state.load(), RV::Claiming));
-    EXPECT_TRUE(rv->move_phase(RV::Claiming, RV::Accepted));
-    EXPECT_FALSE(rv->move_phase(RV::Claiming, RV::Withdrawn));
+    std::uint32_t claiming = rv->state.load();
+    EXPECT_EQ(RV::phase_of(claiming), RV::Claiming);
+    EXPECT_TRUE(rv->move(claiming, RV::Accepted));
+    EXPECT_FALSE(rv->move(claiming, RV::Withdrawn)) << "the word moved on: a second decision fails";
 }
 
 // The connecting side reuses a segment only for the same listener, with the same ring size, and
