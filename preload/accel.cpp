@@ -260,12 +260,16 @@ constexpr long kGivenBack = -1000000;
 // a signal cancels what can be cancelled and waits at most cancel_timeout for the peer's answer.
 // `timeout_ns` > 0 (SO_RCVTIMEO/SO_SNDTIMEO) ends the wait like a signal, with EAGAIN when no byte
 // moved; with such a timeout a signal is EINTR even under SA_RESTART, as in the kernel.
+// A send whose SrcAvails the peer has not started reading for zcopy_stall goes on with bcopy
+// (Engine::stall_send), as a kernel TCP send returns once its data is in the socket buffers.
 template <typename Progress, typename Interrupt>
 long drive_op(Conn* c, int fd, std::unique_lock<std::mutex>& lk, proto::OpResult r, Progress progress, Interrupt interrupt,
-              long long timeout_ns = 0) {
+              long long timeout_ns = 0, bool sending = false) {
     long long cancel_deadline = 0;
     long long deadline = timeout_ns > 0 ? now_ns() + timeout_ns : 0;
     bool timed_out = false, signalled = false;
+    long long stall_ns = sending ? opt(conf::Opt::zcopy_stall) : 0, stall_at = 0;
+    std::uint64_t read_seen = 0;
     while (r.status == proto::Status::Pending) {
         if (given_back(c)) return kGivenBack;
         int fed = feed(c);
@@ -278,6 +282,20 @@ long drive_op(Conn* c, int fd, std::unique_lock<std::mutex>& lk, proto::OpResult
             continue;
         }
         long long slice = 50000000LL;
+        if (stall_ns > 0 && c->eng->send_lent()) {
+            std::uint64_t read = c->eng->counters().tx_zcopy_read_bytes;
+            long long now = now_ns();
+            if (stall_at == 0 || read != read_seen) {
+                read_seen = read;
+                stall_at = now + stall_ns;
+            } else if (now >= stall_at) {
+                c->eng->stall_send();
+                stall_at = 0;
+                r = progress();
+                continue;
+            }
+            slice = std::min(slice, stall_at - now);
+        }
         if (deadline && !cancel_deadline) {
             long long left = deadline - now_ns();
             if (left <= 0) {
@@ -700,7 +718,7 @@ ssize_t send(Socket* s, int fd, const iovec* iov, int cnt, int flags, bool* hand
         auto attempt = [&](const iovec* v, int n) {
             return drive_op(c, fd, lk, e.start_send({v, static_cast<std::size_t>(n)}, flags & MSG_OOB, nb),
                             [&] { return e.progress_send(); }, [&] { return e.interrupt_send(); },
-                            c->sndtimeo_ns.load(std::memory_order_relaxed));
+                            c->sndtimeo_ns.load(std::memory_order_relaxed), true);
         };
         // Interrupted before any byte went: restarted when the handler asked for SA_RESTART.
         unsigned mark = sig::mark();

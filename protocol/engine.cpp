@@ -157,6 +157,8 @@ Bsdh Engine::next_header(Mid mid, std::uint8_t flags) noexcept {
 }
 
 void Engine::queue_ctrl(Ctrl kind, std::uint32_t len) {
+    if (kind == Ctrl::SrcAvailCancel) ack_waits_.push_back(AckFor::Send);
+    if (kind == Ctrl::SinkAvailCancel) ack_waits_.push_back(AckFor::Recv);
     ctrl_.push_back({kind, len});
     flush_ctrl();
 }
@@ -297,6 +299,11 @@ void Engine::handle(RecvId id, const Message& m) {
             peer_sink_ = PeerSink{true, m.advert, m.h.mseq_ack};
             return;
         case Mid::RdmaRdCompl: {
+            if (ghost_rd_bytes_ > 0) {  // for advertisements we reclaimed: already counted
+                if (m.compl_len > ghost_rd_bytes_) return protocol_error("RdmaRdCompl beyond what was read");
+                ghost_rd_bytes_ -= m.compl_len;
+                return;
+            }
             if (tx_op_.adverts.empty()) return protocol_error("RdmaRdCompl without SrcAvail");
             TxAdvert& a = tx_op_.adverts.front();
             if (m.compl_len > a.adv.len - a.done) return protocol_error("RdmaRdCompl beyond the advertisement");
@@ -310,6 +317,11 @@ void Engine::handle(RecvId id, const Message& m) {
             return;
         }
         case Mid::RdmaWrCompl:
+            if (ghost_wr_bytes_ > 0) {  // into a SinkAvail we reclaimed: already counted
+                if (m.compl_len > ghost_wr_bytes_) return protocol_error("RdmaWrCompl beyond what was written");
+                ghost_wr_bytes_ -= m.compl_len;
+                return;
+            }
             if (!rx_op_.active || !rx_op_.sink) return protocol_error("RdmaWrCompl without SinkAvail");
             if (m.compl_len > rx_op_.sink_len) return protocol_error("RdmaWrCompl beyond the SinkAvail");
             port_.revoke(rx_op_.sink_key);
@@ -330,44 +342,25 @@ void Engine::handle(RecvId id, const Message& m) {
                 tx_op_.zcopy_off = true;
             }
             return;
-        case Mid::SrcAvailCancel: {
-            if (rx_op_.reading) {  // answer once the read in flight is accounted for
-                ++cancel_acks_due_;
-                return;
-            }
-            drop_stale_zcopy();
-            queue_ctrl(Ctrl::SinkCancelAck);
-            return;
-        }
+        case Mid::SrcAvailCancel:
+            return answer_cancel(true);
         case Mid::SinkAvailCancel:
             peer_sink_.valid = false;
-            if (tx_op_.writing) {  // the write in flight completes first, then RdmaWrCompl, then the ack
-                ++cancel_acks_due_;
-                return;
-            }
-            queue_ctrl(Ctrl::SinkCancelAck);
-            return;
-        case Mid::SinkCancelAck:
-            if (tx_op_.active && tx_op_.cancelling) {
-                for (const TxAdvert& a : tx_op_.adverts) port_.revoke(a.adv.rkey);
-                std::size_t confirmed = confirmed_send_bytes();
-                tx_op_.adverts.clear();
-                tx_op_.cancelling = false;
-                if (tx_op_.cancel_for_stall) {
-                    tx_op_.pos = confirmed;
-                    tx_op_.zcopy_off = true;
-                } else {
-                    finish_send(confirmed > 0 ? static_cast<long>(confirmed) : -kErestart);
-                }
-                return;
-            }
-            if (rx_op_.active && rx_op_.sink_cancelling) {
+            return answer_cancel(false);
+        case Mid::SinkCancelAck: {
+            // Acknowledgements come in the order our cancellations went out.
+            if (ack_waits_.empty()) return protocol_error("SinkCancelAck without a cancellation");
+            AckFor who = ack_waits_.front();
+            ack_waits_.pop_front();
+            if (who == AckFor::Send && tx_op_.active && tx_op_.cancelling) {
+                end_send_cancel(confirmed_send_bytes());
+            } else if (who == AckFor::Recv && rx_op_.active && rx_op_.sink_cancelling) {
                 if (rx_op_.sink) port_.revoke(rx_op_.sink_key);
                 rx_op_.sink = false;
                 rx_op_.sink_cancelling = false;
-                return;
             }
-            return protocol_error("SinkCancelAck without a cancellation");
+            return;
+        }
         case Mid::DisConn:
             rx_eof_ = true;
             return;
@@ -379,6 +372,28 @@ void Engine::handle(RecvId id, const Message& m) {
 }
 
 void Engine::protocol_error(const char*) { abort_conn(AbortReason::ProtocolError, true); }
+
+// The peer cancels its SrcAvails (`src_avail`) or its SinkAvail.  The answer waits while a copy
+// of ours is in flight (its completion message must reach the peer first), and answers keep the
+// order of the cancellations, which is how the peer matches them.
+void Engine::answer_cancel(bool src_avail) {
+    if (rx_op_.reading || tx_op_.writing || !due_acks_.empty()) {
+        due_acks_.push_back(src_avail);
+        return;
+    }
+    if (src_avail) drop_stale_zcopy();
+    queue_ctrl(Ctrl::SinkCancelAck);
+}
+
+void Engine::flush_due_acks() {
+    if (rx_op_.reading || tx_op_.writing) return;
+    while (!due_acks_.empty()) {
+        bool src_avail = due_acks_.front();
+        due_acks_.pop_front();
+        if (src_avail) drop_stale_zcopy();
+        queue_ctrl(Ctrl::SinkCancelAck);
+    }
+}
 
 void Engine::abort_conn(AbortReason why, bool tell_peer) {
     if (aborted()) return;
@@ -393,6 +408,9 @@ void Engine::abort_conn(AbortReason why, bool tell_peer) {
     pending_error_ = ECONNRESET;
     reset_ = true;
     ctrl_.clear();
+    ack_waits_.clear();
+    due_acks_.clear();
+    ghost_rd_bytes_ = ghost_wr_bytes_ = 0;
     peer_sink_.valid = false;
     // Zero-copy data still advertised by the peer can no longer be fetched; bcopy data already
     // here stays readable (TCP, too, returns queued data before reporting the reset).
@@ -419,12 +437,16 @@ void Engine::abort_conn(AbortReason why, bool tell_peer) {
     rx_op_.sink_cancelling = false;
 }
 
-void Engine::on_rdma_done(OpId op, bool ok) {
+void Engine::on_rdma_done(OpId op, bool ok, bool reclaimed) {
     if (rx_op_.reading && op == rx_op_.read_op) {
         rx_op_.reading = false;
         if (aborted()) return;
         Segment& s = rxq_.front();
-        if (!ok) {
+        if (!ok && reclaimed) {
+            // The source took its SrcAvails back (Port::reclaim): its SrcAvailCancel is on the way
+            // and what we did not read of them is not part of the stream.
+            drop_stale_zcopy();
+        } else if (!ok) {
             // The source finishes this data with bcopy.
             ++ctr_.sendsm_tx;
             queue_ctrl(Ctrl::SendSm);
@@ -443,11 +465,7 @@ void Engine::on_rdma_done(OpId op, bool ok) {
             queue_ctrl(Ctrl::RdmaRdCompl, rx_op_.read_len);
             if (s.off == s.len) rxq_.pop_front();
         }
-        while (cancel_acks_due_ > 0) {
-            --cancel_acks_due_;
-            drop_stale_zcopy();
-            queue_ctrl(Ctrl::SinkCancelAck);
-        }
+        flush_due_acks();
         return;
     }
     if (tx_op_.writing && op == tx_op_.write_op) {
@@ -459,10 +477,7 @@ void Engine::on_rdma_done(OpId op, bool ok) {
             queue_ctrl(Ctrl::RdmaWrCompl, tx_op_.write_len);
         }
         // A failed write leaves the SinkAvail unused: the sink sees our next Data and cancels it.
-        while (cancel_acks_due_ > 0) {
-            --cancel_acks_due_;
-            queue_ctrl(Ctrl::SinkCancelAck);
-        }
+        flush_due_acks();
         return;
     }
 }
@@ -537,6 +552,9 @@ void Engine::convert_adverts_to_bcopy() {
 }
 
 void Engine::finish_send(long result) {
+    // A cancellation of this operation still unacknowledged: its answer is dropped when it comes.
+    for (AckFor& w : ack_waits_)
+        if (w == AckFor::Send) w = AckFor::Ghost;
     tx_result_ = result;
     tx_op_ = SendOp{};
     if (tx_shut_ && !disconn_sent_) {
@@ -556,7 +574,11 @@ void Engine::pump_send() {
     flush_ctrl();
     bool stalled = false;
     while (op.active) {
-        if (op.cancelling || op.writing) return;
+        if (op.cancelling) {
+            if (!reclaim_adverts()) return;
+            continue;
+        }
+        if (op.writing) return;
         if (op.interrupted && op.adverts.empty()) {
             finish_send(op.pos > 0 ? static_cast<long>(op.pos) : -kErestart);
             return;
@@ -657,6 +679,57 @@ bool Engine::try_bcopy() {
     return true;
 }
 
+// Ends a cancellation of our SrcAvails, the peer having consumed the first `confirmed` bytes of
+// the operation: an interrupted send returns them, a stalled one goes on from there with bcopy.
+void Engine::end_send_cancel(std::size_t confirmed) {
+    for (const TxAdvert& a : tx_op_.adverts) port_.revoke(a.adv.rkey);
+    tx_op_.adverts.clear();
+    tx_op_.cancelling = false;
+    if (tx_op_.cancel_for_stall) {
+        tx_op_.pos = confirmed;
+        tx_op_.zcopy_off = true;
+        for (AckFor& w : ack_waits_)
+            if (w == AckFor::Send) w = AckFor::Ghost;
+    } else {
+        finish_send(confirmed > 0 ? static_cast<long>(confirmed) : -kErestart);
+    }
+}
+
+// A cancellation in progress: take the SrcAvails back without the peer's answer where the
+// transport can (Port::reclaim).  True when that ended the cancellation.
+bool Engine::reclaim_adverts() {
+    SendOp& op = tx_op_;
+    for (TxAdvert& a : op.adverts) {
+        if (a.reclaimed) continue;
+        std::size_t taken = 0;
+        if (port_.reclaim(a.adv.rkey, &taken) != Reclaim::Done) return false;
+        // The peer wrote `taken` into shared memory: it is checked like a message.
+        if (taken > a.adv.len || taken < a.done) {
+            protocol_error("reclaimed advertisement read beyond its length");
+            return true;
+        }
+        a.reclaimed = true;
+        a.taken = static_cast<std::uint32_t>(taken);
+    }
+    // The peer reads the advertisements in order: a later one touched means the earlier ones were
+    // read in full.
+    std::size_t confirmed = op.adverts.empty() ? op.pos : op.adverts.front().op_offset;
+    bool short_seen = false;
+    for (const TxAdvert& a : op.adverts) {
+        if (short_seen && a.taken > 0) {
+            protocol_error("reclaimed advertisements read out of order");
+            return true;
+        }
+        confirmed += a.taken;
+        short_seen = a.taken < a.adv.len;
+        ghost_rd_bytes_ += a.taken - a.done;
+        ctr_.tx_zcopy_read_bytes += a.taken - a.done;
+    }
+    if (!op.adverts.empty()) sendsm_streak_ = 0;
+    end_send_cancel(confirmed);
+    return true;
+}
+
 OpResult Engine::interrupt_send() {
     SendOp& op = tx_op_;
     if (!op.active) return {Status::Done, tx_result_};
@@ -734,6 +807,8 @@ OpResult Engine::interrupt_recv() {
 }
 
 void Engine::finish_recv(long result) {
+    for (AckFor& w : ack_waits_)
+        if (w == AckFor::Recv) w = AckFor::Ghost;
     rx_result_ = result;
     rx_op_ = RecvOp{};
     check_deadlock();
@@ -798,13 +873,42 @@ void Engine::post_sink_avail() {
     port_.post_send({buf, hn}, {});
 }
 
+// Our SinkAvail is being cancelled: take it back without the source's answer where the
+// transport can (Port::reclaim).  What the source already wrote into it is ours (its RdmaWrCompl
+// follows).  True when that ended the cancellation.
+bool Engine::reclaim_sink() {
+    RecvOp& op = rx_op_;
+    std::size_t taken = 0;
+    if (port_.reclaim(op.sink_key, &taken) != Reclaim::Done) return false;
+    // A write comes before any later data of the source's (its RdmaWrCompl first): with data
+    // queued here, nothing can have been written.
+    if (taken > op.sink_len || (taken > 0 && !rxq_.empty())) {
+        protocol_error("reclaimed SinkAvail written beyond its length or out of order");
+        return true;
+    }
+    port_.revoke(op.sink_key);
+    op.sink = false;
+    op.sink_cancelling = false;
+    op.got += taken;
+    rx_stream_ += taken;
+    rx_stream_end_ += taken;
+    ctr_.rx_zcopy_write_bytes += taken;
+    ghost_wr_bytes_ += taken;
+    for (AckFor& w : ack_waits_)
+        if (w == AckFor::Recv) w = AckFor::Ghost;
+    return true;
+}
+
 void Engine::pump_recv() {
     RecvOp& op = rx_op_;
     flush_ctrl();
     while (op.active) {
         if (op.reading) return;
         if (op.sink) {
-            if (op.sink_cancelling) return;
+            if (op.sink_cancelling) {
+                if (!reclaim_sink()) return;
+                continue;
+            }
             if (rx_eof_ && rxq_.empty()) {
                 // DisConn: the source will never write into it (a write would have come first).
                 port_.revoke(op.sink_key);
@@ -938,7 +1042,7 @@ void Engine::pump_recv() {
         op.reading = true;
         op.read_len = static_cast<std::uint32_t>(n);
         op.read_op = next_op_++;
-        port_.rdma_read(op.read_op, base, n, it->adv, seg_off);
+        port_.rdma_read(op.read_op, base, n, it->adv, seg_off, !op.peek);
         return;
     }
 }

@@ -26,6 +26,13 @@ namespace sdx::proto {
 using RecvId = std::uint64_t;  // a transport's name for one received message's buffer
 using OpId = std::uint64_t;    // a remote-memory operation the engine asked for
 
+// Port::reclaim's answer.
+enum class Reclaim : std::uint8_t {
+    Unsupported,  // only the peer's SinkCancelAck ends the advertisement (RDMA)
+    Busy,         // the peer is copying it at this very moment: ask again
+    Done,         // taken back; the peer will never touch it again
+};
+
 // What the engine needs from the transport.  Implementations must not call back into the engine
 // from these functions: completions come later, through Engine::on_rdma_done.
 // Bytes in a gather list.
@@ -46,13 +53,21 @@ public:
     virtual void release_recv(RecvId id) = 0;
     // Copies `len` bytes from the peer's advertised buffer (at `offset` into it) into `local`
     // (RDMA Read), or from `local` into it (RDMA Write).  Completion: Engine::on_rdma_done(op).
-    virtual void rdma_read(OpId op, void* local, std::size_t len, const Advert& remote, std::uint64_t offset) = 0;
+    // `consume`: the read takes the bytes from the stream (a peek does not): see reclaim.
+    virtual void rdma_read(OpId op, void* local, std::size_t len, const Advert& remote, std::uint64_t offset,
+                           bool consume = true) = 0;
     virtual void rdma_write(OpId op, const void* local, std::size_t len, const Advert& remote, std::uint64_t offset) = 0;
     // Makes [addr, addr+len) available to the peer (for reading, or writing when `peer_writes`).
     // Returns the key to advertise, or nothing when registration is impossible (then bcopy).
     virtual std::optional<std::uint32_t> expose(void* addr, std::size_t len, bool peer_writes) = 0;
     // The advertised memory is no longer available to the peer.
     virtual void revoke(std::uint32_t key) = 0;
+    // Takes an advertisement of ours back without the peer's help, where the transport can (shared
+    // memory: a word both sides change by compare-and-swap).  On Done, `*taken` is how far the
+    // peer consumed it (bytes it read with `consume`, or wrote): exactly what its RdmaRdCompl /
+    // RdmaWrCompl messages, still on their way, will report.  A peer that is not running (an
+    // application busy elsewhere) then cannot hold up a signal or a stalled send.
+    virtual Reclaim reclaim(std::uint32_t /*key*/, std::size_t* /*taken*/) { return Reclaim::Unsupported; }
     // Whether a SrcAvail now will be read without this send having to return first.  A SrcAvail
     // completes only when the peer reads it; a peer that is this very thread (a program that
     // writes, then reads the other end) never would: the transport says no, and the engine
@@ -139,7 +154,9 @@ public:
     // One received message in buffer `id`.  The engine keeps the buffer until it releases it
     // through Port::release_recv.  A malformed message aborts the connection (AbortConn).
     void on_message(RecvId id, std::span<const std::byte> msg);
-    void on_rdma_done(OpId op, bool ok);
+    // `reclaimed`: the read failed because the peer took its advertisement back (Port::reclaim);
+    // its SrcAvailCancel follows.
+    void on_rdma_done(OpId op, bool ok, bool reclaimed = false);
     // The transport is gone (the peer process died or closed without a word).  `orderly`: the
     // peer had taken every message we sent (on TCP its close would have been a FIN, not a RST):
     // what it sent stays readable, then end of file.  Otherwise the connection is reset.
@@ -193,7 +210,9 @@ public:
     // snapshot returns the bytes written, or 0 when the engine is busy or `out` too small.
     std::size_t snapshot(std::span<std::byte> out) const noexcept;
     bool restore(std::span<const std::byte> in) noexcept;  // false: not a snapshot of this layout
-    bool quiescent() const noexcept { return !tx_op_.active && !rx_op_.active; }
+    // A send waits for the peer to read its SrcAvails (see stall_send).
+    bool send_lent() const noexcept { return tx_op_.active && !tx_op_.adverts.empty() && !tx_op_.cancelling; }
+    bool quiescent() const noexcept { return !tx_op_.active && !rx_op_.active && due_acks_.empty(); }
 
     static constexpr int kErestart = 512;  // -kErestart: interrupted before any byte, SA_RESTART may restart
 
@@ -204,6 +223,8 @@ private:
         std::size_t op_offset = 0;  // where its bytes start in the send operation
         Advert adv;
         std::uint32_t done = 0;     // bytes the peer reported read (RdmaRdCompl)
+        bool reclaimed = false;     // taken back (Port::reclaim): the peer read `taken` of it
+        std::uint32_t taken = 0;
     };
     struct SendOp {
         bool active = false;
@@ -258,6 +279,9 @@ private:
         std::uint32_t mseq_ack = 0;
     };
     enum class UrgState : std::uint8_t { None, Valid, Read };
+    // Who waits for each SinkCancelAck, in the order the cancellations went out.  A cancellation
+    // finished by reclaiming leaves a Ghost: its acknowledgement still comes and is dropped.
+    enum class AckFor : std::uint8_t { Send, Recv, Ghost };
     enum class Ctrl : std::uint8_t { RdmaRdCompl, RdmaWrCompl, SendSm, SrcAvailCancel, SinkAvailCancel, SinkCancelAck, DisConn, AbortConn };
     struct PendingCtrl {
         Ctrl kind;
@@ -281,6 +305,9 @@ private:
     bool try_src_avail();
     bool try_bcopy();
     void finish_send(long result);
+    bool reclaim_adverts();
+    void end_send_cancel(std::size_t confirmed);
+    void ghost_ack(AckFor was);
     void convert_adverts_to_bcopy();
     std::size_t confirmed_send_bytes() const noexcept;
     // Receive operation steps.
@@ -289,8 +316,11 @@ private:
     void consume(std::size_t n);
     void drop_stale_zcopy();
     void post_sink_avail();
+    bool reclaim_sink();
     void finish_recv(long result);
     void check_deadlock();
+    void answer_cancel(bool src_avail);
+    void flush_due_acks();
 
     Params params_;
     Port& port_;
@@ -321,9 +351,15 @@ private:
     // SendSm we sent: SrcAvails sent before the peer saw it are void.
     bool sendsm_out_ = false;
     std::uint32_t sendsm_mseq_ = 0;
-    std::uint32_t cancel_acks_due_ = 0;
+    // SinkCancelAcks we owe once our copy in flight is accounted for, in the order the
+    // cancellations came (true: for a SrcAvailCancel, which also drops the peer's SrcAvails).
+    std::deque<bool> due_acks_;
+    std::deque<AckFor> ack_waits_;
+    // Reclaimed advertisements: the completion bytes the peer will still report for them.
+    std::uint64_t ghost_rd_bytes_ = 0;   // RdmaRdCompl, for our SrcAvails
+    std::uint64_t ghost_wr_bytes_ = 0;   // RdmaWrCompl, into our SinkAvail
     std::uint32_t sendsm_streak_ = 0;    // SendSms received since a SrcAvail was last read in full
-    std::uint32_t srcavail_skip_ = 0;    // sends left that use bcopy because of them  // SinkCancelAcks we still owe (a read was in flight)
+    std::uint32_t srcavail_skip_ = 0;    // sends left that use bcopy because of them
 
     // Urgent data (stream offsets count every byte, the urgent one included).
     std::uint64_t rx_stream_ = 0;        // bytes consumed by the application (incl. skipped urgent)

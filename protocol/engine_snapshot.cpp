@@ -1,4 +1,5 @@
 // Engine::snapshot and Engine::restore: a quiescent engine's state as plain bytes.
+#include <algorithm>
 #include <cstring>
 #include <type_traits>
 
@@ -20,7 +21,9 @@ struct Engine::Scalars {
     PeerSink peer_sink;
     std::size_t rxq_bytes;
     bool sendsm_out;
-    std::uint32_t sendsm_mseq, cancel_acks_due, sendsm_streak, srcavail_skip;
+    std::uint32_t sendsm_mseq, sendsm_streak, srcavail_skip;
+    std::uint32_t ghost_acks;  // a quiescent engine waits for no acknowledgement but ghosts
+    std::uint64_t ghost_rd_bytes, ghost_wr_bytes;
     std::uint64_t rx_stream, rx_stream_end, urg_seq;
     UrgState urg_state;
     std::uint8_t urg_byte;
@@ -64,7 +67,8 @@ std::size_t Engine::snapshot(std::span<std::byte> out) const noexcept {
     if (need > out.size()) return 0;
     Scalars s{established_, peer_caps_, peer_max_adverts_, peer_buf_size_, tx_mseq_, rx_mseq_, tx_credits_,
               last_data_mseq_, adv_bufs_, adv_ack_, held_, next_op_, peer_sink_, rxq_bytes_, sendsm_out_,
-              sendsm_mseq_, cancel_acks_due_, sendsm_streak_, srcavail_skip_, rx_stream_, rx_stream_end_,
+              sendsm_mseq_, sendsm_streak_, srcavail_skip_, static_cast<std::uint32_t>(ack_waits_.size()),
+              ghost_rd_bytes_, ghost_wr_bytes_, rx_stream_, rx_stream_end_,
               urg_seq_, urg_state_, urg_byte_, tx_result_, rx_result_, disconn_sent_, tx_shut_, rx_shut_,
               rx_eof_, peer_gone_, closed_, abort_reason_, pending_error_, reset_, ctr_, params_.oob_inline};
     std::byte* p = out.data();
@@ -98,8 +102,10 @@ bool Engine::restore(std::span<const std::byte> in) noexcept {
             get(p, g);
             rxq.push_back(g);
         }
+        std::deque<AckFor> waits(std::min<std::uint32_t>(s.ghost_acks, 64), AckFor::Ghost);
         ctrl_ = std::move(ctrl);
         rxq_ = std::move(rxq);
+        ack_waits_ = std::move(waits);
     } catch (...) {
         return false;
     }
@@ -119,7 +125,8 @@ bool Engine::restore(std::span<const std::byte> in) noexcept {
     rxq_bytes_ = s.rxq_bytes;
     sendsm_out_ = s.sendsm_out;
     sendsm_mseq_ = s.sendsm_mseq;
-    cancel_acks_due_ = s.cancel_acks_due;
+    ghost_rd_bytes_ = s.ghost_rd_bytes;
+    ghost_wr_bytes_ = s.ghost_wr_bytes;
     sendsm_streak_ = s.sendsm_streak;
     srcavail_skip_ = s.srcavail_skip;
     rx_stream_ = s.rx_stream;

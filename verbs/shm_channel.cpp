@@ -2,6 +2,7 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <sched.h>
 #include <sys/mman.h>
 #include <sys/random.h>
 #include <sys/stat.h>
@@ -9,6 +10,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cstring>
 #include <new>
 
@@ -173,6 +175,7 @@ void Segment::renew() noexcept {
         rv->epoch[s].store(0, std::memory_order_relaxed);
         rv->published[s].store(0, std::memory_order_relaxed);
         rv->finished[s].store(0, std::memory_order_relaxed);
+        for (auto& l : rv->leases[s]) l.store(0, std::memory_order_relaxed);
         std::memset(state_area(s).data(), 0, sizeof(std::uint32_t));  // no published state
         new (control(s)) RingControl{};
     }
@@ -242,33 +245,91 @@ std::atomic<bool> g_no_cross_memory{false};
 
 void Channel::forbid_cross_memory() noexcept { g_no_cross_memory.store(true, std::memory_order_release); }
 
-void Channel::rdma_read(proto::OpId op, void* local, std::size_t len, const proto::Advert& remote, std::uint64_t offset) {
-    if (g_no_cross_memory.load(std::memory_order_acquire)) {
-        done_.emplace_back(op, false);
-        return;
-    }
+Channel::Copy Channel::copy_leased(bool write, void* local, std::size_t len, const proto::Advert& remote,
+                                   std::uint64_t offset, bool consume) noexcept {
+    if (g_no_cross_memory.load(std::memory_order_acquire)) return Copy::Failed;
+    std::atomic<std::uint64_t>& w = lease(1 - side_, remote.rkey);
+    std::uint64_t cur = w.load(std::memory_order_acquire);
+    do {
+        if (!Lease::is(cur, remote.rkey) || Lease::state(cur) != Lease::Lent) return Copy::Reclaimed;
+    } while (!w.compare_exchange_weak(cur, Lease::pack(remote.rkey, Lease::Copying, Lease::taken(cur)),
+                                      std::memory_order_acq_rel, std::memory_order_acquire));
     iovec l{local, len};
     iovec r{reinterpret_cast<void*>(remote.vaddr + offset), len};
-    // process_vm_readv may copy less than asked only at an unmapped page: treat that as failure.
-    ssize_t n = ::process_vm_readv(peer_, &l, 1, &r, 1, 0);
-    done_.emplace_back(op, n == static_cast<ssize_t>(len));
+    // process_vm_readv/writev may copy less than asked only at an unmapped page: a failure.
+    ssize_t n = write ? ::process_vm_writev(peer_, &l, 1, &r, 1, 0) : ::process_vm_readv(peer_, &l, 1, &r, 1, 0);
+    bool ok = n == static_cast<ssize_t>(len);
+    std::uint64_t taken = Lease::taken(cur);
+    if (ok && consume) taken = std::max<std::uint64_t>(taken, offset + len);
+    w.store(Lease::pack(remote.rkey, Lease::Lent, taken), std::memory_order_release);
+    return ok ? Copy::Ok : Copy::Failed;
+}
+
+void Channel::rdma_read(proto::OpId op, void* local, std::size_t len, const proto::Advert& remote, std::uint64_t offset,
+                        bool consume) {
+    done_.emplace_back(op, copy_leased(false, local, len, remote, offset, consume));
 }
 
 void Channel::rdma_write(proto::OpId op, const void* local, std::size_t len, const proto::Advert& remote, std::uint64_t offset) {
-    if (g_no_cross_memory.load(std::memory_order_acquire)) {
-        done_.emplace_back(op, false);
-        return;
-    }
-    iovec l{const_cast<void*>(local), len};
-    iovec r{reinterpret_cast<void*>(remote.vaddr + offset), len};
-    ssize_t n = ::process_vm_writev(peer_, &l, 1, &r, 1, 0);
-    done_.emplace_back(op, n == static_cast<ssize_t>(len));
+    done_.emplace_back(op, copy_leased(true, const_cast<void*>(local), len, remote, offset, true));
 }
 
-// Cross-memory attach needs no registration: the key only names the advertisement.
-std::optional<std::uint32_t> Channel::expose(void*, std::size_t, bool) { return next_key_++; }
+// Cross-memory attach needs no registration: the key names the advertisement and its lease.
+std::optional<std::uint32_t> Channel::expose(void*, std::size_t, bool) {
+    std::uint32_t key = next_key_++;
+    std::atomic<std::uint64_t>& w = lease(side_, key);
+    std::uint64_t cur = w.load(std::memory_order_acquire);
+    do {
+        // The peer still copying an advertisement of 16 keys ago: never expected; copy instead.
+        if (Lease::state(cur) == Lease::Copying) return std::nullopt;
+    } while (!w.compare_exchange_weak(cur, Lease::pack(key, Lease::Lent, 0), std::memory_order_acq_rel,
+                                      std::memory_order_acquire));
+    return key;
+}
 
-void Channel::revoke(std::uint32_t) {}
+// Ends the lease.  A copy in progress (only on abortive paths: normally the peer's completion
+// came first) is waited for, briefly, so that no write lands in a buffer the application got back.
+void Channel::revoke(std::uint32_t key) {
+    std::atomic<std::uint64_t>& w = lease(side_, key);
+    std::uint64_t cur = w.load(std::memory_order_acquire);
+    for (int spins = 0; Lease::is(cur, key);) {
+        Lease::State st = Lease::state(cur);
+        if (st == Lease::Free || st == Lease::Reclaimed) return;
+        if (st == Lease::Copying) {
+            if (++spins > 100000) return;  // a peer that died mid-copy writes nothing more
+            ::sched_yield();
+            cur = w.load(std::memory_order_acquire);
+            continue;
+        }
+        if (w.compare_exchange_weak(cur, Lease::pack(key, Lease::Reclaimed, Lease::taken(cur)), std::memory_order_acq_rel,
+                                    std::memory_order_acquire))
+            return;
+    }
+}
+
+proto::Reclaim Channel::reclaim(std::uint32_t key, std::size_t* taken) {
+    std::atomic<std::uint64_t>& w = lease(side_, key);
+    std::uint64_t cur = w.load(std::memory_order_acquire);
+    for (;;) {
+        if (!Lease::is(cur, key)) return proto::Reclaim::Unsupported;  // not ours to judge: wait for the peer
+        switch (Lease::state(cur)) {
+            case Lease::Copying:
+                return proto::Reclaim::Busy;
+            case Lease::Reclaimed:
+                *taken = Lease::taken(cur);
+                return proto::Reclaim::Done;
+            case Lease::Free:
+                return proto::Reclaim::Unsupported;
+            case Lease::Lent:
+                if (w.compare_exchange_weak(cur, Lease::pack(key, Lease::Reclaimed, Lease::taken(cur)),
+                                            std::memory_order_acq_rel, std::memory_order_acquire)) {
+                    *taken = Lease::taken(cur);
+                    return proto::Reclaim::Done;
+                }
+                break;
+        }
+    }
+}
 
 bool Channel::peer_took_everything() const noexcept {
     if (out_.all_released()) return true;
@@ -303,9 +364,9 @@ int Channel::drive(proto::Engine& eng, int budget) {
     int fed = 0;
     for (;;) {
         while (!done_.empty()) {
-            auto [op, ok] = done_.front();
+            auto [op, st] = done_.front();
             done_.erase(done_.begin());
-            eng.on_rdma_done(op, ok);
+            eng.on_rdma_done(op, st == Copy::Ok, st == Copy::Reclaimed);
             ++fed;
         }
         int n = in_.poll([&](std::uint64_t id, std::span<const std::byte> msg) { eng.on_message(id, msg); }, budget);

@@ -65,6 +65,25 @@ struct Rendezvous {
     // Each side sets its flag as the very last thing it does with a connection that ended
     // normally; only then may the creator reuse the segment for another connection.
     std::atomic<std::uint32_t> finished[2] = {};
+    // The advertisements each side exposed to the other (SrcAvail, SinkAvail), one word per slot
+    // (key modulo kLeases): Lease below.
+    static constexpr std::uint32_t kLeases = 16;
+    std::atomic<std::uint64_t> leases[2][kLeases] = {};
+};
+
+// One advertisement's word: its key, who may touch it, and how far the peer consumed it.  The
+// copier moves it Lent -> Copying and back (adding what it consumed); the owner takes it back by
+// moving it Lent -> Reclaimed, and so knows the exact count without waiting for the peer's
+// completion message (Port::reclaim).
+struct Lease {
+    enum State : std::uint64_t { Free = 0, Lent = 1, Copying = 2, Reclaimed = 3 };
+    static constexpr std::uint64_t kKeyMask = (1u << 30) - 1;
+    static constexpr std::uint64_t pack(std::uint32_t key, State st, std::uint64_t taken) noexcept {
+        return (key & kKeyMask) | (static_cast<std::uint64_t>(st) << 30) | (taken << 32);
+    }
+    static constexpr bool is(std::uint64_t w, std::uint32_t key) noexcept { return (w & kKeyMask) == (key & kKeyMask); }
+    static constexpr State state(std::uint64_t w) noexcept { return static_cast<State>((w >> 30) & 3); }
+    static constexpr std::uint64_t taken(std::uint64_t w) noexcept { return w >> 32; }
 };
 
 // A mapped segment.  Move-only; unmaps and closes on destruction.
@@ -130,10 +149,12 @@ public:
     // proto::Port
     void post_send(std::span<const std::byte> header, std::span<const iovec> payload) override;
     void release_recv(proto::RecvId id) override;
-    void rdma_read(proto::OpId op, void* local, std::size_t len, const proto::Advert& remote, std::uint64_t offset) override;
+    void rdma_read(proto::OpId op, void* local, std::size_t len, const proto::Advert& remote, std::uint64_t offset,
+                   bool consume) override;
     void rdma_write(proto::OpId op, const void* local, std::size_t len, const proto::Advert& remote, std::uint64_t offset) override;
     std::optional<std::uint32_t> expose(void* addr, std::size_t len, bool peer_writes) override;
     void revoke(std::uint32_t key) override;
+    proto::Reclaim reclaim(std::uint32_t key, std::size_t* taken) override;
     // Only a peer in this very process can be unable to read until our send returns (it is our own
     // thread): another process reads when it gets to it, as TCP's receiver would.
     bool peer_receiving() const noexcept override { return peer_ != self_ || out_.consumer_receiving(); }
@@ -215,7 +236,14 @@ private:
     pid_t peer_;
     pid_t self_;
     int side_;
-    std::vector<std::pair<proto::OpId, bool>> done_;  // completions of the synchronous copies
+    enum class Copy : std::uint8_t { Ok, Failed, Reclaimed };
+    // Copies [local, +len) from/to the peer's advertisement under its lease.
+    Copy copy_leased(bool write, void* local, std::size_t len, const proto::Advert& remote, std::uint64_t offset,
+                     bool consume) noexcept;
+    std::atomic<std::uint64_t>& lease(int owner, std::uint32_t key) const noexcept {
+        return seg_.rendezvous()->leases[owner][key % Rendezvous::kLeases];
+    }
+    std::vector<std::pair<proto::OpId, Copy>> done_;  // completions of the synchronous copies
     std::uint32_t next_key_ = 1;
     bool failed_ = false;  // a post found no room: the engine broke its credits (never expected)
     bool detached_ = false;

@@ -11,6 +11,8 @@
 #      kernel TCP gives there (EOF; ECONNRESET when the killed end left data unread).
 #   5. early data to a listener that accepts too late (late.py): the bytes the client put into
 #      shared memory before the decision reach the server over TCP, exactly once and in order.
+#   6. a 1 MiB send to a receiver busy on another connection (busy.py): the send returns (as on
+#      TCP, where it fits in the socket buffers) instead of waiting for a reader that cannot come.
 # Every process under sdx runs as `sdx run -- PROG` with accelerate=1 and per-process stats.
 # Ends with "faults: N passed, M failed".
 set -uo pipefail
@@ -530,6 +532,47 @@ late_accept() {
   pass "$name: 5000 early bytes reached the late listener over TCP, exactly (client fallback: ${ST[fallbacks]})"
 }
 
+# --- 6. a large send to a receiver busy elsewhere: busy.py ------------------------------------------
+
+# busy_receiver NAME BYTES: the client (under sdx) sends BYTES in one send() on one connection while
+# the server (under sdx) waits on another connection for a message the client sends only after
+# that send.  Kernel TCP buffers the bytes and the send returns; under sdx the zero-copy send must
+# not wait for a reader that will not come (zcopy_stall): both exit 0, the bytes arrive exactly,
+# and the connections were accelerated.
+busy_receiver() {
+  local name=$1 n=$2 d=$tmp/busy-$2 p srv sent got t0
+  mkdir -p "$d"
+  p=$(port)
+  start "$d/srv.out" "$d/srv" "$PY" "$HERE/busy.py" server "$p"
+  srv=$PID
+  if ! poll_until 5000 has_line "$d/srv.out" listening; then
+    fail "$name" "server did not start: $(tail -2 "$d/srv.out")"
+    reap "$srv"
+    return
+  fi
+  now
+  t0=$NOW
+  if ! runfg "$d/cli" "$PY" "$HERE/busy.py" client "$p" "$n" >"$d/cli.out" 2>&1; then
+    fail "$name" "client (status $?; 124: it hung in send): $(tail -2 "$d/cli.out")"
+    reap "$srv"
+    return
+  fi
+  now
+  wait_exit "$srv" "$NOW" 5000 || { fail "$name" "server did not finish: $(tail -2 "$d/srv.out")"; return; }
+  ((RC == 0)) || { fail "$name" "server exited with status $RC: $(tail -2 "$d/srv.out")"; return; }
+  sent=$(grep -m1 '^sent ' "$d/cli.out") got=$(grep -m1 '^got ' "$d/srv.out")
+  if [[ -z $sent || ${sent#sent } != "${got#got }" ]]; then
+    fail "$name" "the server got '${got:-nothing}', the client sent '${sent:-nothing}'"
+    return
+  fi
+  load_stats "$d/cli" || { fail "$name" "$STERR"; return; }
+  if ((ST[accelerated] != 2 || ST[sdx_tx] < n)); then
+    fail "$name" "want both connections accelerated and the bytes over sdx: accelerated=${ST[accelerated]} sdx_tx=${ST[sdx_tx]} fallbacks: ${ST[fallbacks]}"
+    return
+  fi
+  pass "$name: $n bytes exact, client done in $(((NOW - t0) / 1000)) ms, accelerated=${ST[accelerated]} sdx_tx=${ST[sdx_tx]}"
+}
+
 if [[ ! -x $PERF || ! -f $LIB || ! -x $SDX ]]; then
   fail "build" "build/bin/sdx, build/bin/sdxperf or libsdx.so missing (make)"
   summary
@@ -552,6 +595,7 @@ idle_kill "kill -9 idle server, client in recv" srv hello i3 eof
 idle_kill "kill -9 server with unread data, client in recv" srv unread i4 reset
 late_accept "early data, late listener, client waits for the reply" reply
 late_accept "early data, late listener, client closes at once" close
+busy_receiver "1 MiB send while the receiver waits on another connection" 1048576
 
 # A library relinked under the running suite fails cases for no fault of sdx ("cannot be preloaded").
 [[ $(stat -c %y "$LIB") == "$lib_built" ]] || echo "note: $LIB was rebuilt during this run"

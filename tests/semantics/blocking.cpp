@@ -12,6 +12,7 @@
 #include <functional>
 #include <initializer_list>
 #include <string>
+#include <vector>
 
 using namespace sem;
 
@@ -347,6 +348,29 @@ void test_cross_thread_close() {
     close_all({c, s, ep});
 }
 
+// A blocking send that fits in the socket buffers returns whether or not the receiver reads.
+// Here the receiving thread waits on another connection for a message that is sent only after
+// that send.  (Over sdx a large send lends its buffer to the receiver, which would never read it.)
+void test_send_to_busy_receiver() {
+    int c1, s1, c2, s2;
+    tcp_pair(c1, s1);
+    tcp_pair(c2, s2);
+    const size_t n = 256 * 1024;
+    std::vector<unsigned char> data(n), got(n);
+    for (size_t i = 0; i < n; ++i) data[i] = static_cast<unsigned char>(i * 131 + 7);
+    char go = 0;
+    Blocked b([&] { return SEM_CALL(::recv(s2, &go, 1, 0)); });
+    b.start();
+    expect("the receiver waits on the other connection", b.in({SYS_recvfrom}), "in recvfrom");
+    expect_ret("256 KiB send while the receiver is busy elsewhere", SEM_CALL(::send(c1, data.data(), n, 0)), long(n));
+    expect_ret("then the message it waits for", SEM_CALL(::send(c2, "g", 1, 0)), 1);
+    b.join();
+    expect_ret("the receiver got it", b.r, 1);
+    expect_ret("then reads the 256 KiB", SEM_CALL(::recv(s1, got.data(), n, MSG_WAITALL)), long(n));
+    expect("the 256 KiB are intact", got == data, "intact");
+    close_all({c1, s1, c2, s2});
+}
+
 }  // namespace
 
 int main() {
@@ -356,5 +380,6 @@ int main() {
     test_eintr_accept();
     test_eintr_readiness();
     test_cross_thread_close();
+    test_send_to_busy_receiver();
     return finish();
 }

@@ -24,6 +24,7 @@ struct Side : Port {
         std::byte* base;
         std::size_t len;
         bool writable;
+        std::size_t taken = 0;  // consumed by the peer (what Port::reclaim reports)
     };
     Params params;
     std::unique_ptr<Engine> eng;
@@ -34,7 +35,17 @@ struct Side : Port {
     RecvId next_id = 1;
     std::map<std::uint32_t, Region> exposed;
     std::uint32_t next_key = 100;
-    std::deque<std::pair<OpId, bool>> completions;
+    struct Completion {
+        OpId op;
+        bool ok;
+        bool reclaimed;
+    };
+    std::deque<Completion> completions;
+    // Port::reclaim as shared memory does it (the default Port has none: RDMA's behaviour).
+    bool reclaimable = false;
+    std::set<std::uint32_t> busy;         // keys the peer is "copying right now": reclaim says Busy
+    std::set<std::uint32_t> taken_back;   // reclaimed keys: the peer's copies fail as reclaimed
+    int reclaims = 0;                     // reclaims that succeeded
     bool fail_rdma = false;      // the next remote-memory operations fail
     bool refuse_expose = false;  // registration impossible
     bool hold_completions = false;
@@ -66,21 +77,31 @@ struct Side : Port {
         auto it = exposed.find(key);
         return it == exposed.end() ? nullptr : &it->second;
     }
-    void rdma_read(OpId op, void* local, std::size_t len, const Advert& remote, std::uint64_t off) override {
+    void rdma_read(OpId op, void* local, std::size_t len, const Advert& remote, std::uint64_t off, bool consume) override {
+        if (peer->taken_back.count(remote.rkey)) {
+            completions.push_back({op, false, true});
+            return;
+        }
         Region* r = peer->find(remote.rkey);
         ASSERT_NE(r, nullptr) << "RDMA Read with a revoked or unknown key";
         ASSERT_EQ(reinterpret_cast<std::uint64_t>(r->base), remote.vaddr);
         ASSERT_LE(off + len, r->len) << "RDMA Read outside the advertised range";
         if (!fail_rdma) std::memcpy(local, r->base + off, len);
-        completions.emplace_back(op, !fail_rdma);
+        if (!fail_rdma && consume) r->taken = std::max<std::size_t>(r->taken, off + len);
+        completions.push_back({op, !fail_rdma, false});
     }
     void rdma_write(OpId op, const void* local, std::size_t len, const Advert& remote, std::uint64_t off) override {
+        if (peer->taken_back.count(remote.rkey)) {
+            completions.push_back({op, false, true});
+            return;
+        }
         Region* r = peer->find(remote.rkey);
         ASSERT_NE(r, nullptr) << "RDMA Write with a revoked or unknown key";
         ASSERT_TRUE(r->writable) << "RDMA Write into a read-only advertisement";
         ASSERT_LE(off + len, r->len) << "RDMA Write outside the advertised range";
         if (!fail_rdma) std::memcpy(r->base + off, local, len);
-        completions.emplace_back(op, !fail_rdma);
+        if (!fail_rdma) r->taken = std::max<std::size_t>(r->taken, off + len);
+        completions.push_back({op, !fail_rdma, false});
     }
     std::optional<std::uint32_t> expose(void* addr, std::size_t len, bool peer_writes) override {
         if (refuse_expose) return std::nullopt;
@@ -89,6 +110,16 @@ struct Side : Port {
         return k;
     }
     void revoke(std::uint32_t key) override { EXPECT_EQ(exposed.erase(key), 1u) << "revoked key " << key << " twice"; }
+    Reclaim reclaim(std::uint32_t key, std::size_t* taken) override {
+        if (!reclaimable) return Reclaim::Unsupported;
+        if (busy.count(key)) return Reclaim::Busy;
+        Region* r = find(key);
+        EXPECT_NE(r, nullptr) << "reclaimed key " << key << " after revoking it";
+        if (!r) return Reclaim::Unsupported;
+        if (taken_back.insert(key).second) ++reclaims;
+        *taken = r->taken;
+        return Reclaim::Done;
+    }
 
     // Delivers what the peer posted.  Returns whether anything happened.
     bool deliver(std::size_t max = SIZE_MAX) {
@@ -108,9 +139,9 @@ struct Side : Port {
         if (hold_completions) return false;
         bool any = false;
         while (!completions.empty()) {
-            auto [op, ok] = completions.front();
+            Completion c = completions.front();
             completions.pop_front();
-            eng->on_rdma_done(op, ok);
+            eng->on_rdma_done(c.op, c.ok, c.reclaimed);
             any = true;
         }
         return any;
@@ -159,6 +190,25 @@ struct Op {
         if (!done()) r = send ? eng->progress_send() : eng->progress_recv();
     }
 };
+
+// Small buffers and thresholds, so that a few KiB exercise splitting, credits and zero copy.
+inline Params small_bufs() {
+    Params p;
+    p.recv_bufs = 8;
+    p.buf_size = 1024;
+    p.send_zcopy_threshold = 8192;
+    p.recv_zcopy_threshold = 8192;
+    p.zcopy_max_chunk = 32768;
+    return p;
+}
+
+// Drives one operation to its end, moving messages and completions meanwhile.
+inline OpResult run_op(Pair& p, Engine& e, OpResult r, bool send) {
+    Op op{&e, send, r};
+    p.settle([&] { op.step(); });
+    op.step();
+    return op.r;
+}
 
 inline std::vector<std::byte> pattern(std::size_t n, std::uint64_t seed) {
     std::vector<std::byte> v(n);

@@ -12,16 +12,6 @@ using namespace sdx::proto::testing;
 
 namespace {
 
-Params small_bufs() {
-    Params p;
-    p.recv_bufs = 8;
-    p.buf_size = 1024;
-    p.send_zcopy_threshold = 8192;
-    p.recv_zcopy_threshold = 8192;
-    p.zcopy_max_chunk = 32768;
-    return p;
-}
-
 // Two applications: one sends `src` in operations of random sizes, the other receives into `dst`
 // with operations of random sizes, both interleaved with message delivery.
 struct Stream {
@@ -96,13 +86,6 @@ struct Stream {
         ASSERT_TRUE(src == dst) << "received bytes differ from the bytes sent";
     }
 };
-
-OpResult run_op(Pair& p, Engine& e, OpResult r, bool send) {
-    Op op{&e, send, r};
-    p.settle([&] { op.step(); });
-    op.step();
-    return op.r;
-}
 
 // Side b reads into out[from..] until it is full, one receive operation at a time, while `other`
 // (the peer's pending send) progresses in between.  With `eagain_ok` a nonblocking read may find
