@@ -34,7 +34,9 @@ long long opt(conf::Opt o) noexcept { return g_rt.config->number(o); }
 proto::Params params() noexcept {
     proto::Params p;
     p.recv_bufs = static_cast<std::uint16_t>(std::clamp<long long>(opt(conf::Opt::credits), 4, 4096));
-    p.buf_size = static_cast<std::uint32_t>(opt(conf::Opt::buf_size));
+    // buf_size is the payload a buffer holds; the message header comes on top, so that writes of
+    // 64 KiB multiples fill whole messages (128 KiB in two, not 65,520 + 65,520 + 32 bytes).
+    p.buf_size = static_cast<std::uint32_t>(opt(conf::Opt::buf_size) + proto::kBsdhSize);
     p.send_zcopy_threshold = static_cast<std::size_t>(opt(conf::Opt::send_zcopy_threshold));
     p.recv_zcopy_threshold = static_cast<std::size_t>(opt(conf::Opt::recv_zcopy_threshold));
     p.zcopy_max_chunk = static_cast<std::size_t>(opt(conf::Opt::zcopy_max_chunk));
@@ -92,8 +94,11 @@ void go_accelerated(Conn* c, shm::Segment seg, int side, pid_t peer, int fd) {
 // generation, which edge-triggered epoll registrations compare (a new message is a new edge, as
 // a new segment is on TCP).
 int feed(Conn* c) {
+    bool was = c->eng->aborted();
     int fed = c->ch->drive(*c->eng);
     if (fed != 0) c->gen.fetch_add(1, std::memory_order_relaxed);
+    if (!was && c->eng->aborted())
+        log::info("connection aborted: {}", proto::abort_reason_name(c->eng->abort_reason()));
     return fed;
 }
 
@@ -270,6 +275,9 @@ long drive_op(Conn* c, int fd, std::unique_lock<std::mutex>& lk, proto::OpResult
     bool timed_out = false, signalled = false;
     long long stall_ns = sending ? opt(conf::Opt::zcopy_stall) : 0, stall_at = 0;
     std::uint64_t read_seen = 0;
+    // A handler that ran in this thread while it was between two waits (not asleep in the kernel,
+    // so no EINTR): the kernel would have seen the signal pending when it went to sleep.
+    unsigned sig_mark = sig::mark();
     while (r.status == proto::Status::Pending) {
         if (given_back(c)) return kGivenBack;
         int fed = feed(c);
@@ -305,6 +313,12 @@ long drive_op(Conn* c, int fd, std::unique_lock<std::mutex>& lk, proto::OpResult
                 continue;
             }
             slice = std::min(slice, left);
+        }
+        if (!cancel_deadline && sig::mark() != sig_mark) {
+            signalled = true;
+            cancel_deadline = now_ns() + opt(conf::Opt::cancel_timeout);
+            r = interrupt();
+            continue;
         }
         if (!wait_peer(c, fd, lk, slice) && !cancel_deadline) {
             signalled = true;

@@ -95,6 +95,7 @@ std::optional<std::vector<std::byte>> Engine::accept_hello(std::span<const std::
     peer_max_adverts_ = m.hello.max_adverts;
     peer_buf_size_ = m.hello.buf_size;
     tx_credits_ = m.h.bufs;
+    peer_bufs_ = m.h.bufs;
     std::vector<std::byte> out = greeting(Mid::HelloAck, params_);
     adv_bufs_ = params_.recv_bufs;
     established_ = true;
@@ -107,6 +108,7 @@ bool Engine::accept_hello_ack(std::span<const std::byte> bytes) {
     peer_caps_ = m.hello.caps;
     peer_max_adverts_ = m.hello.max_adverts;
     peer_buf_size_ = m.hello.buf_size;
+    peer_bufs_ = m.h.bufs;
     if (!early_) {
         tx_credits_ = m.h.bufs;
         adv_bufs_ = params_.recv_bufs;
@@ -128,6 +130,7 @@ void Engine::start_early() {
     peer_max_adverts_ = 1;
     peer_buf_size_ = std::min<std::uint32_t>(params_.buf_size, kEarlyBufSize);
     tx_credits_ = kEarlyMessages;
+    peer_bufs_ = kEarlyMessages;
     adv_bufs_ = params_.recv_bufs;
 }
 
@@ -1100,8 +1103,12 @@ bool Engine::readable() const noexcept {
     return rxq_bytes_ >= need || rx_eof_ || rx_shut_ || reset_ || pending_error_;
 }
 
+// As tcp_poll: writable once the free send space is at least half of what is queued, i.e. a third
+// of the peer's buffers are free, not at the first free one.  A program that writes a block per
+// POLLOUT then writes it whole, as on TCP, instead of getting a short count every time.
 bool Engine::writable() const noexcept {
-    return tx_shut_ || reset_ || (established_ && tx_credits_ >= kDataCredits && ctrl_.empty());
+    std::uint32_t need = std::max<std::uint32_t>(kDataCredits, peer_bufs_ / 3);
+    return tx_shut_ || reset_ || (established_ && tx_credits_ >= need && ctrl_.empty());
 }
 
 unsigned Engine::poll_mask() const noexcept {

@@ -330,6 +330,7 @@ private:
     std::uint8_t peer_caps_ = 0;
     std::uint8_t peer_max_adverts_ = 1;
     std::uint32_t peer_buf_size_ = 0;
+    std::uint32_t peer_bufs_ = 0;        // the receive buffers the peer granted at set-up (writable())
 
     // Sequence numbers and credits.
     std::uint32_t tx_mseq_ = 0;          // last mseq we sent

@@ -12,7 +12,7 @@ namespace sdx::proto {
 struct Engine::Scalars {
     bool established;
     std::uint8_t peer_caps, peer_max_adverts;
-    std::uint32_t peer_buf_size;
+    std::uint32_t peer_buf_size, peer_bufs;
     std::uint32_t tx_mseq, rx_mseq, tx_credits, last_data_mseq;
     std::uint16_t adv_bufs;
     std::uint32_t adv_ack;
@@ -65,7 +65,7 @@ std::size_t Engine::snapshot(std::span<std::byte> out) const noexcept {
     if (!quiescent()) return 0;
     std::size_t need = sizeof(Header) + sizeof(Scalars) + ctrl_.size() * sizeof(PendingCtrl) + rxq_.size() * sizeof(Segment);
     if (need > out.size()) return 0;
-    Scalars s{established_, peer_caps_, peer_max_adverts_, peer_buf_size_, tx_mseq_, rx_mseq_, tx_credits_,
+    Scalars s{established_, peer_caps_, peer_max_adverts_, peer_buf_size_, peer_bufs_, tx_mseq_, rx_mseq_, tx_credits_,
               last_data_mseq_, adv_bufs_, adv_ack_, held_, next_op_, peer_sink_, rxq_bytes_, sendsm_out_,
               sendsm_mseq_, sendsm_streak_, srcavail_skip_, static_cast<std::uint32_t>(ack_waits_.size()),
               ghost_rd_bytes_, ghost_wr_bytes_, rx_stream_, rx_stream_end_,
@@ -113,6 +113,7 @@ bool Engine::restore(std::span<const std::byte> in) noexcept {
     peer_caps_ = s.peer_caps;
     peer_max_adverts_ = s.peer_max_adverts;
     peer_buf_size_ = s.peer_buf_size;
+    peer_bufs_ = s.peer_bufs;
     tx_mseq_ = s.tx_mseq;
     rx_mseq_ = s.rx_mseq;
     tx_credits_ = s.tx_credits;

@@ -44,12 +44,24 @@ PostResult RingProducer::post(std::span<const std::byte> header, std::span<const
     std::size_t pos = head & (cap_ - 1);
     std::size_t to_end = cap_ - pos;
     std::size_t pad = to_end < need ? to_end : 0;
-    if (cap_ - (head - tail) < need + pad) return PostResult::Full;
-    if (pad) {
-        std::uint32_t h[2] = {static_cast<std::uint32_t>(pad - kRecordHeader) | kPad, 0};
-        std::memcpy(data_ + pos, h, sizeof h);
-        head += pad;
+    // An empty ring starts again from its beginning once past kRewindAt: request/response traffic
+    // then keeps touching the same few pages instead of walking through (and keeping resident)
+    // the whole ring, which is sized for a full window of bulk data.  The skipped bytes hold no
+    // record and take no room: everything before them was released, and `skipped` (published
+    // before head) tells the consumer to jump over them.
+    if (head == tail && pos >= kRewindAt && pos >= need) {
+        head += to_end;
         pos = 0;
+        ctl_->skipped.store(head, std::memory_order_release);
+    } else {
+        std::uint64_t free_from = std::max(tail, ctl_->skipped.load(std::memory_order_relaxed));
+        if (cap_ - (head - free_from) < need + pad) return PostResult::Full;
+        if (pad) {
+            std::uint32_t h[2] = {static_cast<std::uint32_t>(pad - kRecordHeader) | kPad, 0};
+            std::memcpy(data_ + pos, h, sizeof h);
+            head += pad;
+            pos = 0;
+        }
     }
     std::uint32_t h[2] = {static_cast<std::uint32_t>(len), 0};
     std::byte* p = data_ + pos;
@@ -68,8 +80,9 @@ PostResult RingProducer::post(std::span<const std::byte> header, std::span<const
     return PostResult::Ok;
 }
 
-bool walk_records(const std::byte* data, std::size_t cap, std::uint64_t from, std::uint64_t to,
+bool walk_records(const std::byte* data, std::size_t cap, std::uint64_t from, std::uint64_t to, std::uint64_t skipped,
                   const std::function<bool(std::span<const std::byte>)>& f) {
+    if (from < skipped && skipped <= to) from = skipped;  // a rewind: no record before it
     if (to < from || to - from > cap) return false;
     while (from != to) {
         std::size_t pos = from & (cap - 1);
@@ -85,11 +98,13 @@ bool walk_records(const std::byte* data, std::size_t cap, std::uint64_t from, st
 }
 
 bool RingProducer::walk_unreleased(const std::function<bool(std::span<const std::byte>)>& f) const {
-    return walk_records(data_, cap_, ctl_->tail.load(std::memory_order_acquire), ctl_->head.load(std::memory_order_acquire), f);
+    std::uint64_t tail = ctl_->tail.load(std::memory_order_acquire), head = ctl_->head.load(std::memory_order_acquire);
+    return walk_records(data_, cap_, tail, head, ctl_->skipped.load(std::memory_order_acquire), f);
 }
 
 bool RingConsumer::walk_unreleased(const std::function<bool(std::span<const std::byte>)>& f) const {
-    return walk_records(data_, cap_, ctl_->tail.load(std::memory_order_acquire), ctl_->head.load(std::memory_order_acquire), f);
+    std::uint64_t tail = ctl_->tail.load(std::memory_order_acquire), head = ctl_->head.load(std::memory_order_acquire);
+    return walk_records(data_, cap_, tail, head, ctl_->skipped.load(std::memory_order_acquire), f);
 }
 
 void RingProducer::ring_doorbell() noexcept {
@@ -112,6 +127,17 @@ int RingConsumer::poll(const Deliver& deliver, int budget) {
     std::uint64_t head = ctl_->head.load(std::memory_order_acquire);
     int n = 0;
     while (read_ != head && n < budget) {
+        // A rewind (RingProducer::post): the producer started over at the ring's beginning, all
+        // before having been released; the skipped bytes hold no record.
+        std::uint64_t skipped = ctl_->skipped.load(std::memory_order_acquire);
+        if (read_ < skipped) {
+            if (skipped > head) return -1;
+            std::uint64_t start = read_;
+            read_ = skipped;
+            held_.push_back(Held{start, read_, false});
+            release(start);
+            continue;
+        }
         if (head - read_ > cap_) return -1;  // the producer claims more than the ring holds
         std::size_t pos = read_ & (cap_ - 1);
         std::uint32_t h[2];

@@ -27,6 +27,7 @@ namespace sdx::shm {
 // cache lines so the two sides do not bounce one line between cores.
 struct RingControl {
     alignas(64) std::atomic<std::uint64_t> head{0};      // bytes published by the producer
+    std::atomic<std::uint64_t> skipped{0};               // where the producer's last rewind jumped to (post())
     alignas(64) std::atomic<std::uint64_t> tail{0};      // bytes released by the consumer
     alignas(64) std::atomic<std::uint32_t> doorbell{0};  // futex word: bumped to wake the consumer
     std::atomic<std::uint32_t> sleeping{0};              // consumer threads (about to be) asleep
@@ -37,6 +38,7 @@ struct RingControl {
 static_assert(sizeof(RingControl) == 192);
 
 inline constexpr std::size_t kRecordHeader = 8;
+inline constexpr std::size_t kRewindAt = 256 * 1024;  // RingProducer::post: where an empty ring starts over
 inline constexpr std::uint32_t kArmRead = 1, kArmWrite = 2;  // RingControl::tcp_armed
 
 enum class PostResult { Ok, Full, TooLarge };
@@ -123,8 +125,9 @@ private:
     std::deque<Held> held_;      // delivered, in ring order
 };
 
-// Walks the records in [from, to) of a ring's data area (see walk_unreleased).
-bool walk_records(const std::byte* data, std::size_t cap, std::uint64_t from, std::uint64_t to,
+// Walks the records in [from, to) of a ring's data area (see walk_unreleased); `skipped`: the
+// ring's RingControl::skipped (a rewind holds no record).
+bool walk_records(const std::byte* data, std::size_t cap, std::uint64_t from, std::uint64_t to, std::uint64_t skipped,
                   const std::function<bool(std::span<const std::byte>)>& f);
 
 // Sizes a ring so that `credits` messages of at most `max_msg` bytes always fit, padding included.

@@ -289,6 +289,34 @@ TEST(Engine, SenderWaitsForCreditsAndNeverOverrunsTheReceiver) {
     EXPECT_GT(p.b.eng->counters().credit_updates + p.b.eng->counters().tx_msgs, 0u);
 }
 
+TEST(Engine, PollOutWaitsForAThirdOfThePeersBuffers) {
+    Params prm = small_bufs();
+    prm.recv_bufs = 30;  // POLLOUT from 10 free buffers on, as tcp_poll's free >= queued / 2
+    Pair p(prm);
+    std::vector<std::byte> big = pattern(40000, 4), out(40000);
+    iovec s = iov_of(big);
+    OpResult r = p.a.eng->start_send({&s, 1}, 0, true);
+    p.settle();
+    ASSERT_GT(r.result, 0);
+    ASSERT_LT(r.result, 40000);
+    bool saw_credits_without_pollout = false;
+    std::size_t got = 0;
+    while (got < static_cast<std::size_t>(r.result)) {
+        iovec rv = iov_of(out, got, 500);
+        OpResult rr = run_op(p, *p.b.eng, p.b.eng->start_recv({&rv, 1}, 0, true), false);
+        ASSERT_GT(rr.result, 0);
+        got += static_cast<std::size_t>(rr.result);
+        p.settle();
+        std::uint32_t credits = p.a.eng->credits();
+        bool pollout = p.a.eng->poll_mask() & POLLOUT;
+        EXPECT_EQ(pollout, credits >= 10) << "credits " << credits;
+        if (credits >= 3 && credits < 10) saw_credits_without_pollout = true;
+    }
+    EXPECT_TRUE(saw_credits_without_pollout) << "the case where one message could go but POLLOUT waits never came";
+    EXPECT_TRUE(p.a.eng->poll_mask() & POLLOUT);
+    EXPECT_TRUE(std::equal(out.begin(), out.begin() + static_cast<long>(got), big.begin()));
+}
+
 TEST(Engine, SrcAvailSendReturnsOnlyAfterThePeerRead) {
     Pair p(small_bufs());
     std::vector<std::byte> data = pattern(100000, 9), out(100000);

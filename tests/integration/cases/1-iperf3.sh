@@ -36,24 +36,29 @@ sent, recv = ce["sum_sent"]["bytes"], ce["sum_received"]["bytes"]
 # still in flight on the data connection is not counted (esnet/iperf#382, #306; seen here in both
 # modes: 53 and 212 bytes short of 300M). Allow that tail, never more than was sent.
 TAIL = 8 << 20
-if sent != n:
+# A nonblocking sender (the server, with -R) writes one block more than requested once a write came
+# back with EAGAIN (the socket buffer full): iperf3 3.12 does it on kernel TCP too (`iperf3 -c HOST
+# -n 512M -R -w 128K` reports 537001984 bytes sent).  The client's blocking sends are exact.
+blk = c["start"]["test_start"]["blksize"]
+allowed = (n, n + blk) if reverse else (n,)
+if sent not in allowed:
     sys.exit(f"client: sent {sent}, requested {n}")
-if not (n - TAIL <= recv <= n):
+if not (n - TAIL <= recv <= sent):
     sys.exit(f"client: received {recv}, sent {sent} (more than {TAIL} bytes short, or too many)")
 if c["start"]["test_start"]["bytes"] != n:
     sys.exit(f"client test_start.bytes {c['start']['test_start']['bytes']} != {n}")
 if c["start"]["test_start"]["reverse"] != int(reverse):
     sys.exit("client: reverse flag not as requested")
 srv = se["sum_sent"]["bytes"] if reverse else se["sum_received"]["bytes"]
-if reverse and srv != n:
-    sys.exit(f"server sent {srv}, requested {n}")
+if reverse and srv != sent:
+    sys.exit(f"server sent {srv}, the client was told {sent}")
 if not reverse and srv != recv:
     sys.exit(f"server received {srv}, the client was told {recv}")
 print(f"bytes requested {n} sent {sent} received {recv} (short {n - recv}) server {srv} reverse {int(reverse)}")
 PYEOF
 ) || die "$res"
   note "$res"
-  sig "sent exactly $n bytes, received all but an in-flight tail (< 8 MiB), server agrees"
+  sig "sent the $n bytes requested (with -R at most one block more), received all but an in-flight tail (< 8 MiB), server agrees"
   sig "exit client 0 server 0"
   expect_stats client iperf3
   expect_stats server iperf3
