@@ -573,6 +573,7 @@ bool settle(Conn* c, int fd, bool may_wait) noexcept {
         if (left <= 0) {
             if (rv->move(word, shm::Rendezvous::Withdrawn)) {
                 log::info("fd {}: the sdx listener did not accept in time; staying on TCP", fd);
+                rdv::forget_listener(c->listener);
                 note_fallback(Fallback::HandshakeTimeout, c ? c->slot.load() : nullptr);
                 if (c->early) drop_early(c, fd);
                 c->seg.reset();

@@ -14,6 +14,9 @@
 #include <atomic>
 #include <cstdio>
 #include <cstring>
+#include <iterator>
+#include <mutex>
+#include <string>
 #include <vector>
 
 #include "common/clock.hpp"
@@ -28,6 +31,8 @@ namespace {
 constexpr std::uint32_t kMagic = 0x53445831;  // "SDX1"
 constexpr int kSlots = 128;
 
+}  // namespace
+
 struct Announcement {
     std::uint32_t magic;
     std::int32_t pid;
@@ -35,6 +40,8 @@ struct Announcement {
     std::uint32_t reserved;
     std::uint64_t id;  // Segment::id: a segment this listener's process mapped before is not mapped again
 };
+
+namespace {
 
 // An address reduced to what identifies a TCP endpoint: IPv4 as v4-mapped IPv6, and the port.
 struct Endpoint {
@@ -67,7 +74,8 @@ bool is_v4_mapped(const Endpoint& e) {
 }
 
 // "\0sdx1:4:127.0.0.1:6379" / "\0sdx1:6:::1:6379": an abstract name, so sun_path starts with NUL.
-socklen_t make_name(sockaddr_un& un, const Endpoint& e, bool wildcard, bool as_v6) {
+// The listener's datagram socket has the same name with "sdx1d" (`datagram`).
+socklen_t make_name(sockaddr_un& un, const Endpoint& e, bool wildcard, bool as_v6, bool datagram = false) {
     char text[INET6_ADDRSTRLEN] = "";
     if (!as_v6 && is_v4_mapped(e)) {
         if (wildcard) std::strcpy(text, "0.0.0.0");
@@ -78,9 +86,80 @@ socklen_t make_name(sockaddr_un& un, const Endpoint& e, bool wildcard, bool as_v
     }
     std::memset(&un, 0, sizeof un);
     un.sun_family = AF_UNIX;
-    int n = std::snprintf(un.sun_path + 1, sizeof un.sun_path - 1, "sdx1:%c:%s:%u", (!as_v6 && is_v4_mapped(e)) ? '4' : '6', text,
-                          static_cast<unsigned>(e.port));
+    int n = std::snprintf(un.sun_path + 1, sizeof un.sun_path - 1, "sdx1%s:%c:%s:%u", datagram ? "d" : "",
+                          (!as_v6 && is_v4_mapped(e)) ? '4' : '6', text, static_cast<unsigned>(e.port));
     return static_cast<socklen_t>(offsetof(sockaddr_un, sun_path) + 1 + n);
+}
+
+// The datagram name of the listener whose stream name is `name` (a name of make_name's).
+socklen_t datagram_name(sockaddr_un& out, const sockaddr_un& name, socklen_t len) {
+    std::memset(&out, 0, sizeof out);
+    out.sun_family = AF_UNIX;
+    std::size_t path = len - offsetof(sockaddr_un, sun_path);  // NUL + "sdx1:..."
+    if (path < 5 || path + 1 > sizeof out.sun_path) return 0;
+    std::memcpy(out.sun_path, name.sun_path, 5);  // NUL + "sdx1"
+    out.sun_path[5] = 'd';
+    std::memcpy(out.sun_path + 6, name.sun_path + 5, path - 5);
+    return static_cast<socklen_t>(len + 1);
+}
+
+// --- Announcing by datagram ----------------------------------------------------------------------
+// The first connection to a listener goes through its stream socket: SO_PEERCRED there says the
+// listener runs as our user (or root), so it can attach our segment.  Later connections to it only
+// send one datagram to its datagram socket: one sendto instead of socket + connect + getsockopt +
+// send + close, which was most of the set-up cost of a short connection.  A listener that went
+// away refuses the datagram (ECONNREFUSED) and one that does not answer in time is forgotten
+// (forget_listener): both lead back to the stream socket.
+
+std::atomic<int> g_dgram{-1};  // this process's unbound datagram socket, made on first use
+
+struct KnownListener {
+    Endpoint dst;            // a destination we connected to
+    sockaddr_un name;        // the datagram name of the listener that answered for it
+    socklen_t len = 0;
+    std::string listener;    // its stream name (Announced::listener)
+};
+std::mutex g_known_mu;
+KnownListener g_known[16];
+unsigned g_known_next = 0;
+
+bool known_listener(const Endpoint& e, sockaddr_un* name, socklen_t* len, std::string* listener) {
+    std::lock_guard<std::mutex> lk(g_known_mu);
+    for (const KnownListener& k : g_known) {
+        if (k.len == 0 || !(k.dst == e)) continue;
+        *name = k.name;
+        *len = k.len;
+        *listener = k.listener;
+        return true;
+    }
+    return false;
+}
+
+void remember_listener(const Endpoint& e, const sockaddr_un& stream_name, socklen_t stream_len, const std::string& listener) {
+    std::lock_guard<std::mutex> lk(g_known_mu);
+    KnownListener* slot = nullptr;
+    for (KnownListener& k : g_known)
+        if (k.len != 0 && k.dst == e) slot = &k;
+    if (!slot) slot = &g_known[g_known_next++ % std::size(g_known)];
+    slot->len = datagram_name(slot->name, stream_name, stream_len);
+    slot->dst = e;
+    slot->listener = listener;
+}
+
+void forget_endpoint(const Endpoint& e) {
+    std::lock_guard<std::mutex> lk(g_known_mu);
+    for (KnownListener& k : g_known)
+        if (k.len != 0 && k.dst == e) k.len = 0;
+}
+
+int datagram_socket() {
+    int fd = g_dgram.load(std::memory_order_acquire);
+    if (fd >= 0) return fd;
+    int made = real::socket(AF_UNIX, SOCK_DGRAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    if (made < 0) return -1;
+    if (g_dgram.compare_exchange_strong(fd, made, std::memory_order_acq_rel)) return made;
+    real::close(made);  // another thread made one first
+    return fd;
 }
 
 
@@ -131,19 +210,45 @@ Listener* Listener::open(const sockaddr* addr, socklen_t len) {
     }
     l->sock_ = s;
     l->table_ = static_cast<ListenerTable*>(mem);  // zero-filled: every slot free
+    // The datagram socket for announcements of known clients (without it they use the stream one).
+    sockaddr_un dn;
+    socklen_t dl = datagram_name(dn, un, ul);
+    int d = dl ? real::socket(AF_UNIX, SOCK_DGRAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0) : -1;
+    if (d >= 0 && real::bind(d, reinterpret_cast<sockaddr*>(&dn), dl) != 0) {
+        real::close(d);
+        d = -1;
+    }
+    l->dgram_ = d;
     return l;
 }
 
 Listener::~Listener() {
     if (sock_ >= 0) real::close(sock_);
+    if (dgram_ >= 0) real::close(dgram_);
     if (table_) ::munmap(table_, sizeof(ListenerTable));
 }
 
+void Listener::file(const Announcement& a) {
+    if (a.magic != kMagic || a.pid <= 0 || a.fd < 0) return;
+    for (auto& slot : table_->slots) {
+        std::uint32_t expect = 0;
+        if (slot.state.compare_exchange_strong(expect, 1, std::memory_order_acq_rel)) {
+            slot.pid = a.pid;
+            slot.fd = a.fd;
+            slot.id = a.id;
+            slot.state.store(2, std::memory_order_release);
+            return;
+        }
+    }
+    // A full table drops the announcement: that peer waits its handshake_timeout, then TCP.
+}
+
 void Listener::drain() {
+    Announcement a{};
+    while (dgram_ >= 0 && real::recv(dgram_, &a, sizeof a, MSG_DONTWAIT) == sizeof a) file(a);
     for (;;) {
         int c = real::accept4(sock_, nullptr, nullptr, SOCK_NONBLOCK | SOCK_CLOEXEC);
         if (c < 0) return;
-        Announcement a{};
         ssize_t n = real::recv(c, &a, sizeof a, MSG_DONTWAIT);
         if (n < 0 && errno == EAGAIN) {
             // The client connected and is still setting up its segment (tens of microseconds):
@@ -152,18 +257,7 @@ void Listener::drain() {
             if (real::poll(&p, 1, 2) == 1) n = real::recv(c, &a, sizeof a, MSG_DONTWAIT);
         }
         real::close(c);
-        if (n != sizeof a || a.magic != kMagic || a.pid <= 0 || a.fd < 0) continue;
-        for (auto& slot : table_->slots) {
-            std::uint32_t expect = 0;
-            if (slot.state.compare_exchange_strong(expect, 1, std::memory_order_acq_rel)) {
-                slot.pid = a.pid;
-                slot.fd = a.fd;
-                slot.id = a.id;
-                slot.state.store(2, std::memory_order_release);
-                break;
-            }
-        }
-        // A full table drops the announcement: that peer waits its handshake_timeout, then TCP.
+        if (n == sizeof a) file(a);
     }
 }
 
@@ -231,10 +325,60 @@ std::optional<shm::Segment> Listener::claim(const sockaddr* peer, socklen_t len,
     }
 }
 
+namespace {
+
+// An idle segment of ours that served `listener` before.
+std::optional<Announced> pooled_segment(const std::string& listener, std::size_t ring_capacity) {
+    auto seg = shm::SegmentPool::take(listener, ring_capacity);
+    if (!seg) return std::nullopt;
+    totals().seg_reused.fetch_add(1, std::memory_order_relaxed);
+    return Announced{std::move(*seg), listener, true};
+}
+
+std::optional<Announced> new_segment(const std::string& listener, std::size_t ring_capacity) {
+    std::string err;
+    auto made = shm::Segment::create(ring_capacity, &err);
+    if (!made) return std::nullopt;
+    totals().seg_created.fetch_add(1, std::memory_order_relaxed);
+    return Announced{std::move(*made), listener, shm::SegmentPool::reserve_fd()};
+}
+
+// The segment's announcement, with its rendezvous moved to Announced.
+Announcement announcement(Announced& out) {
+    shm::Rendezvous* rv = out.seg.rendezvous();
+    rv->active_pid = g_rt.pid;
+    rv->state.store(shm::Rendezvous::with_phase(rv->state.load(std::memory_order_relaxed), shm::Rendezvous::Announced),
+                    std::memory_order_release);
+    return Announcement{kMagic, g_rt.pid, out.seg.fd(), 0, out.seg.id()};
+}
+
+// Announces by datagram to a listener we announced to before.  Nothing when it is not known, or
+// no longer there (then it is forgotten and the stream socket decides).
+std::optional<Announced> announce_known(const Endpoint& e, std::size_t ring_capacity) {
+    sockaddr_un name;
+    socklen_t len = 0;
+    std::string listener;
+    if (!known_listener(e, &name, &len, &listener)) return std::nullopt;
+    int d = datagram_socket();
+    if (d < 0) return std::nullopt;
+    auto out = pooled_segment(listener, ring_capacity);
+    if (!out) out = new_segment(listener, ring_capacity);
+    if (!out) return std::nullopt;
+    Announcement a = announcement(*out);
+    ssize_t n = real::sendto(d, &a, sizeof a, MSG_DONTWAIT | MSG_NOSIGNAL, reinterpret_cast<sockaddr*>(&name), len);
+    if (n == sizeof a) return out;
+    forget_endpoint(e);
+    if (out->poolable) shm::SegmentPool::unreserve_fd();
+    return std::nullopt;
+}
+
+}  // namespace
+
 std::optional<Announced> announce(const sockaddr* dst, socklen_t len, std::size_t ring_capacity, Refusal* why) {
     *why = Refusal::NoListener;
     auto e = endpoint(dst, len);
     if (!e) return std::nullopt;
+    if (auto out = announce_known(*e, ring_capacity)) return out;
     // The listener may sit on the exact address, on the wildcard of its family, or on the IPv6
     // wildcard of a dual-stack socket.
     sockaddr_un names[3];
@@ -273,21 +417,14 @@ std::optional<Announced> announce(const sockaddr* dst, socklen_t len, std::size_
     }
     *why = Refusal::SetupFailed;
     std::string listener(names[found].sun_path + 1, lens[found] - offsetof(sockaddr_un, sun_path) - 1);
-    std::optional<Announced> out;
-    if (auto seg = shm::SegmentPool::take(listener, ring_capacity)) {
-        out.emplace(Announced{std::move(*seg), std::move(listener), true});
-        totals().seg_reused.fetch_add(1, std::memory_order_relaxed);
-    } else {
-        // A new segment is made only now that an sdx listener is known to exist (a peer without
-        // sdx costs one failed connect, nothing more), and before the connection that carries the
-        // announcement: the listener reads that connection as soon as it accepts it, so nothing
-        // slow may sit between our connect and our send.
+    // A new segment takes tens of microseconds: made before the connection that carries the
+    // announcement (the listener reads that connection as soon as it accepts it, so nothing slow
+    // may sit between our connect and our send).  The probe above already proved the listener.
+    auto out = pooled_segment(listener, ring_capacity);
+    if (!out) {
         real::close(s);
-        std::string err;
-        auto made = shm::Segment::create(ring_capacity, &err);
-        if (!made) return std::nullopt;
-        totals().seg_created.fetch_add(1, std::memory_order_relaxed);
-        out.emplace(Announced{std::move(*made), std::move(listener), shm::SegmentPool::reserve_fd()});
+        out = new_segment(listener, ring_capacity);
+        if (!out) return std::nullopt;
         s = real::socket(AF_UNIX, SOCK_SEQPACKET | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
         if (s < 0 || real::connect(s, reinterpret_cast<sockaddr*>(&names[found]), lens[found]) != 0) {
             if (s >= 0) real::close(s);
@@ -296,18 +433,28 @@ std::optional<Announced> announce(const sockaddr* dst, socklen_t len, std::size_
             return std::nullopt;
         }
     }
-    shm::Rendezvous* rv = out->seg.rendezvous();
-    rv->active_pid = g_rt.pid;
-    rv->state.store(shm::Rendezvous::with_phase(rv->state.load(std::memory_order_relaxed), shm::Rendezvous::Announced),
-                    std::memory_order_release);
-    Announcement a{kMagic, g_rt.pid, out->seg.fd(), 0, out->seg.id()};
+    Announcement a = announcement(*out);
     ssize_t n = real::send(s, &a, sizeof a, MSG_DONTWAIT | MSG_NOSIGNAL);
     real::close(s);
     if (n != sizeof a) {
         if (out->poolable) shm::SegmentPool::unreserve_fd();
         return std::nullopt;
     }
+    remember_listener(*e, names[found], lens[found], out->listener);
     return out;
+}
+
+void forget_listener(const std::string& listener) {
+    std::lock_guard<std::mutex> lk(g_known_mu);
+    for (KnownListener& k : g_known)
+        if (k.len != 0 && k.listener == listener) k.len = 0;
+}
+
+void forget_fds(unsigned first, unsigned last) noexcept {
+    int fd = g_dgram.load(std::memory_order_acquire);
+    if (fd < 0 || static_cast<unsigned>(fd) < first || static_cast<unsigned>(fd) > last) return;
+    if (::getpid() != g_rt.pid) return;  // a vfork child closing its copy of the number
+    g_dgram.compare_exchange_strong(fd, -1, std::memory_order_acq_rel);
 }
 
 void publish_address(shm::Segment& seg, int fd) {

@@ -6,7 +6,9 @@
 //              nothing is left on disk) and maps a small table shared with its fork()ed workers.
 //   connect(): before the SYN, a connecting sdx process that finds such a socket creates the
 //              connection's shared-memory segment and announces it there (pid, segment fd).  Once
-//              the kernel picked its port it writes its address into the segment.
+//              the kernel picked its port it writes its address into the segment.  Later
+//              connections to the same listener announce with one datagram to the listener's
+//              datagram socket (same name, "sdx1d"), skipping the connect and the credentials check.
 //   accept():  the accepting process (any worker) moves announcements from the unix socket into
 //              the shared table, and looks for the one whose address is its new connection's peer.
 //              Found: it attaches the segment (/proc/PID/fd/N) and accepts.  A peer without sdx
@@ -26,6 +28,7 @@
 namespace sdx::rdv {
 
 struct ListenerTable;
+struct Announcement;
 
 // A listener's rendezvous: the unix socket and the shared table.  Lives as long as the listening
 // socket; inherited by fork.
@@ -44,7 +47,9 @@ public:
 private:
     Listener() = default;
     void drain();
+    void file(const Announcement& a);  // into the shared table
     int sock_ = -1;
+    int dgram_ = -1;  // announcements from clients that know this listener already
     ListenerTable* table_ = nullptr;
 };
 
@@ -58,6 +63,11 @@ struct Announced {
     bool poolable;         // the segment keeps its fd and goes back to SegmentPool when done (it holds a reservation)
 };
 std::optional<Announced> announce(const sockaddr* dst, socklen_t len, std::size_t ring_capacity, Refusal* why);
+// A listener announced to did not answer in time: the next connection asks its stream socket again.
+void forget_listener(const std::string& listener);
+// The application closes (or dup2()s over) fds [first, last]: if our datagram socket is among
+// them, it is forgotten, so nothing of ours is ever sent to whatever the number names next.
+void forget_fds(unsigned first, unsigned last) noexcept;
 // The kernel chose our address: publish it (after connect() returned 0 or EINPROGRESS).
 void publish_address(shm::Segment& seg, int fd);
 
