@@ -2,6 +2,7 @@
 
 #include <arpa/inet.h>
 #include <errno.h>
+#include <ifaddrs.h>
 #include <poll.h>
 #include <linux/futex.h>
 #include <netinet/in.h>
@@ -11,6 +12,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include <array>
 #include <atomic>
 #include <cstdio>
 #include <cstring>
@@ -176,12 +178,67 @@ struct ListenerTable {
     Slot slots[kSlots];
 };
 
+namespace {
+
+// This host's addresses in this process's network namespace (getifaddrs), fetched again at most
+// once a second when an address is not among them: connections to other hosts cost at most one
+// netlink dump a second, and an address added to an interface counts within a second.
+struct HostAddresses {
+    std::mutex mu;
+    std::vector<std::array<std::uint8_t, 16>> addrs;
+    long long fetched_ns = 0;  // 0: never
+};
+HostAddresses g_host;
+
+bool host_has(const Endpoint& e) {
+    std::lock_guard<std::mutex> lk(g_host.mu);
+    auto has = [&] {
+        for (const auto& a : g_host.addrs)
+            if (std::memcmp(a.data(), e.addr, 16) == 0) return true;
+        return false;
+    };
+    if (has()) return true;
+    long long now = now_ns();
+    if (g_host.fetched_ns != 0 && now - g_host.fetched_ns < 1000000000LL) return false;
+    // (Under a seccomp filter a netlink socket may be fatal: such a process is on loopback anyway.)
+    if (g_rt.sandboxed.load(std::memory_order_relaxed)) return false;
+    g_host.fetched_ns = now;
+    ifaddrs* list = nullptr;
+    if (::getifaddrs(&list) != 0) return false;
+    g_host.addrs.clear();
+    for (const ifaddrs* i = list; i; i = i->ifa_next) {
+        if (!i->ifa_addr) continue;
+        int family = i->ifa_addr->sa_family;
+        socklen_t l = family == AF_INET ? sizeof(sockaddr_in) : family == AF_INET6 ? sizeof(sockaddr_in6) : 0;
+        if (l == 0) continue;
+        if (auto a = endpoint(i->ifa_addr, l)) {
+            std::array<std::uint8_t, 16> b;
+            std::memcpy(b.data(), a->addr, 16);
+            g_host.addrs.push_back(b);
+        }
+    }
+    ::freeifaddrs(list);
+    return has();
+}
+
+}  // namespace
+
 bool is_local(const sockaddr* addr, socklen_t len) {
     auto e = endpoint(addr, len);
     if (!e) return false;
-    if (is_v4_mapped(*e)) return e->addr[12] == 127;
+    static const std::uint8_t any[16] = {};
     static const std::uint8_t loop6[16] = {0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1};
-    return std::memcmp(e->addr, loop6, 16) == 0;
+    if (is_v4_mapped(*e)) {
+        if (e->addr[12] == 127) return true;
+        if (std::memcmp(e->addr + 12, any, 4) == 0) return true;  // 0.0.0.0: this host
+    } else if (std::memcmp(e->addr, loop6, 16) == 0 || std::memcmp(e->addr, any, 16) == 0) {
+        return true;
+    }
+    try {
+        return host_has(*e);
+    } catch (...) {
+        return false;
+    }
 }
 
 Listener* Listener::open(const sockaddr* addr, socklen_t len) {

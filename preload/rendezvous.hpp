@@ -71,7 +71,8 @@ void forget_fds(unsigned first, unsigned last) noexcept;
 // The kernel chose our address: publish it (after connect() returned 0 or EINPROGRESS).
 void publish_address(shm::Segment& seg, int fd);
 
-// Whether `addr` is on this host (loopback for now).
+// Whether `addr` is on this host: loopback, the unspecified address, or an address of one of this
+// network namespace's interfaces.
 bool is_local(const sockaddr* addr, socklen_t len);
 
 }  // namespace sdx::rdv

@@ -2,7 +2,8 @@
 # Acceleration suite: real programs, both ends under `sdx run` with accelerate=1, on loopback.
 # Each case checks the program's own result (exact bytes where the program can tell) AND the
 # shim's stats: the connections were accelerated and at least 99% of the payload went over
-# shared memory, so a silent fallback to TCP fails the case.
+# shared memory, so a silent fallback to TCP fails the case.  Network namespaces stand in for other
+# hosts: an address of a namespace's own interface is accelerated there, not from another one.
 #
 # sshd re-executes itself for every connection and hands it between privilege-separated processes:
 # the case proves exec handover and fork handoffs carry the stream.  A case also fails when more
@@ -288,5 +289,67 @@ pg_case() {
   wait "$srv" 2>/dev/null
 }
 pg_case
+
+# Network namespaces as separate hosts.  Namespace A has the address 10.231.0.1 on a veth whose
+# other end, in namespace B, has 10.231.0.2.  Within A, 10.231.0.1 is an address of this host:
+# sdxperf from A to it is accelerated.  From B it is another host: the same exchange stays on
+# kernel TCP with the reason not_local, every byte still verified.
+netns_case() {
+  local a=sdxa$$ b=sdxb$$ va=sva$$ vb=svb$$ d=$tmp/netns p
+  if ! { ip netns add "$a" && ip netns add "$b" && ip link add "$va" type veth peer name "$vb" &&
+    ip link set "$va" netns "$a" && ip link set "$vb" netns "$b" &&
+    ip -n "$a" addr add 10.231.0.1/24 dev "$va" && ip -n "$b" addr add 10.231.0.2/24 dev "$vb" &&
+    ip -n "$a" link set "$va" up && ip -n "$b" link set "$vb" up &&
+    ip -n "$a" link set lo up && ip -n "$b" link set lo up; } 2>"$tmp/netns.err"; then
+    fail "netns" "could not set up the namespaces: $(tail -2 "$tmp/netns.err")"
+    ip netns del "$a" 2>/dev/null
+    ip netns del "$b" 2>/dev/null
+    return
+  fi
+  local from
+  for from in "$a" "$b"; do
+    p=$(port)
+    rm -rf "$d"
+    mkdir -p "$d/srv" "$d/cli"
+    ip netns exec "$a" env SDX_STATS_FILE="$d/srv/%p.json" timeout -k 5 60 "$SDX" run -- "$PERF" -s -1 -p "$p" >"$d.srv" 2>&1 &
+    local srv=$! i
+    for ((i = 0; i < 500; i++)); do
+      [[ -n $(ip netns exec "$a" ss -ltnH "sport = :$p" 2>/dev/null) ]] && break
+      sleep 0.01
+    done
+    local name="netns: sdxperf to 10.231.0.1 from namespace A"
+    [[ $from == "$b" ]] && name="netns: sdxperf to 10.231.0.1 from namespace B"
+    if ! ip netns exec "$from" env SDX_STATS_FILE="$d/cli/%p.json" timeout -k 5 60 "$SDX" run -- "$PERF" -c 10.231.0.1 -p "$p" -n 32M --verify --json >"$d.cli" 2>&1 ||
+      ! grep -q '"verified":true' "$d.cli"; then
+      fail "$name" "$(tail -3 "$d.cli")"
+      kill "$srv" 2>/dev/null
+      continue
+    fi
+    wait "$srv" || { fail "$name" "server: $(tail -3 "$d.srv")"; continue; }
+    local why
+    if [[ $from == "$a" ]]; then
+      if why=$(accelerated "$d/cli" $(((32 << 20) * 99 / 100)) 2>&1); then pass "$name, its own address: $why"; else fail "$name" "$why"; fi
+    elif why=$(python3 - "$d/cli" <<'PYEOF'
+import glob, json, sys
+acc = nl = tcp = 0
+for f in glob.glob(sys.argv[1] + "/*.json"):
+    j = json.load(open(f))
+    acc += j["sockets"]["accelerated"]
+    nl += j["fallbacks"]["not_local"]
+    tcp += j["bytes"]["tcp_tx"]
+if acc or not nl or tcp < 32 << 20:
+    sys.exit(f"want kernel TCP with not_local: accelerated={acc} not_local={nl} tcp_tx={tcp}")
+print(f"accelerated=0 not_local={nl} tcp_tx={tcp}")
+PYEOF
+    ); then
+      pass "$name, another host: $why"
+    else
+      fail "$name" "$why"
+    fi
+  done
+  ip netns del "$a"
+  ip netns del "$b"
+}
+netns_case
 
 summary
