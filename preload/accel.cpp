@@ -174,6 +174,20 @@ void mark_path(Conn* c, shmstats::Path p) {
     if (shmstats::SocketSlot* sl = c->slot.load(std::memory_order_acquire)) sl->path.store(p, std::memory_order_relaxed);
 }
 
+// The connection is decided.  Either way its readiness changed (an epoll edge: `gen`).
+void become_accelerated(Conn* c) {
+    c->state.store(State::Accelerated, std::memory_order_release);
+    c->gen.fetch_add(1, std::memory_order_relaxed);
+    totals().sockets_accelerated.fetch_add(1, std::memory_order_relaxed);
+    mark_path(c, shmstats::Path::Shm);
+}
+
+void stay_on_kernel(Conn* c) {
+    c->state.store(State::Kernel, std::memory_order_release);
+    c->gen.fetch_add(1, std::memory_order_relaxed);
+    drop_reservation(c);
+}
+
 // The engine's counters, shown on the socket's `sdx stats` line.
 void show_counters(Conn* c) {
     shmstats::SocketSlot* sl = c->slot.load(std::memory_order_relaxed);
@@ -439,8 +453,7 @@ void connect_done(Conn* c, int fd, bool ok, bool up) noexcept {
     }
     withdraw(c->seg->rendezvous());
     c->seg.reset();
-    drop_reservation(c);
-    c->state.store(State::Kernel, std::memory_order_release);
+    stay_on_kernel(c);
     note_fallback(Fallback::ConnectFailed, c ? c->slot.load() : nullptr);
 }
 
@@ -531,10 +544,7 @@ bool settle(Conn* c, int fd, bool may_wait) noexcept {
         std::uint32_t s = shm::Rendezvous::phase_of(word);
         if (s == shm::Rendezvous::Accepted && c->early) {
             finish_early(c, rv);
-            c->state.store(State::Accelerated, std::memory_order_release);
-            c->gen.fetch_add(1, std::memory_order_relaxed);  // decided: readiness changed (an epoll edge)
-            totals().sockets_accelerated.fetch_add(1, std::memory_order_relaxed);
-            mark_path(c, shmstats::Path::Shm);
+            become_accelerated(c);
             return true;
         }
         if (s == shm::Rendezvous::Accepted) {
@@ -547,15 +557,10 @@ bool settle(Conn* c, int fd, bool may_wait) noexcept {
                 if (!c->poolable) seg.close_fd();  // the peer has attached
                 go_accelerated(c, std::move(seg), 0, peer, fd);
                 if (!c->eng->accept_hello_ack(ack)) c->eng->on_transport_down();  // cannot happen with a sane peer
-                c->state.store(State::Accelerated, std::memory_order_release);
-            c->gen.fetch_add(1, std::memory_order_relaxed);  // decided: readiness changed (an epoll edge)
-                totals().sockets_accelerated.fetch_add(1, std::memory_order_relaxed);
-                mark_path(c, shmstats::Path::Shm);
+                become_accelerated(c);
                 return true;
             } catch (...) {
-                c->state.store(State::Kernel, std::memory_order_release);
-            c->gen.fetch_add(1, std::memory_order_relaxed);
-            drop_reservation(c);
+                stay_on_kernel(c);
                 note_fallback(Fallback::SetupFailed, c ? c->slot.load() : nullptr);
                 return false;
             }
@@ -564,9 +569,7 @@ bool settle(Conn* c, int fd, bool may_wait) noexcept {
             note_fallback(s == shm::Rendezvous::Declined ? Fallback::Declined : Fallback::HandshakeTimeout, c ? c->slot.load() : nullptr);
             if (c->early) drop_early(c, fd);
             c->seg.reset();
-            c->state.store(State::Kernel, std::memory_order_release);
-            c->gen.fetch_add(1, std::memory_order_relaxed);
-            drop_reservation(c);
+            stay_on_kernel(c);
             return false;
         }
         long long left = c->decide_by_ns - now_ns();
@@ -577,9 +580,7 @@ bool settle(Conn* c, int fd, bool may_wait) noexcept {
                 note_fallback(Fallback::HandshakeTimeout, c ? c->slot.load() : nullptr);
                 if (c->early) drop_early(c, fd);
                 c->seg.reset();
-                c->state.store(State::Kernel, std::memory_order_release);
-            c->gen.fetch_add(1, std::memory_order_relaxed);
-            drop_reservation(c);
+                stay_on_kernel(c);
                 return false;
             }
             continue;  // it was accepted meanwhile
@@ -641,9 +642,7 @@ Conn* accept_from(void* listener, int fd, const sockaddr* peer, socklen_t len, s
             return nullptr;
         }
         futex_wake(&rv->state);
-        c->state.store(State::Accelerated, std::memory_order_release);
-        totals().sockets_accelerated.fetch_add(1, std::memory_order_relaxed);
-        mark_path(c, shmstats::Path::Shm);
+        become_accelerated(c);
         return c;
     } catch (...) {
         note_fallback(Fallback::SetupFailed, slot);
