@@ -56,6 +56,9 @@ struct Set {
     // eventfd of the shim's (`self_fd`, data self_key()) stands in for what arrived unrung.
     bool nested = false;
     std::atomic<int> self_fd{-1};  // atomic: close() of the number clears it, lock-free (forget_self_fd)
+    // The other way round: nested sets registered in this one (their epoll fds), whose readiness a
+    // wait on this set brings up to date first (refresh_inner).
+    std::vector<int> inner_fds;
     // Kernel data that is an address of ours, as the Entries' are, so no application's data can
     // be mistaken for it.
     std::uint64_t self_key() const noexcept { return reinterpret_cast<std::uint64_t>(&self_fd); }
@@ -242,11 +245,49 @@ void signal_self(Set* set) noexcept {
 // A nested set after a wait: every doorbell armed again, so the next arrival makes the kernel set
 // (and so the outer one) readable.  Caller holds set->mu.
 void rearm_nested(Set* set) noexcept {
-    // (Known limit: a level-triggered socket left readable by a partial read rings nothing new,
-    // so the outer set does not see the inner one readable again until more arrives.  Signalling
-    // it here would leave the signal standing after the application drained the socket, where the
-    // kernel would show the inner set empty.)
     if (set->nested && arm_all(set)) signal_self(set);
+}
+
+// Whether a wait on `set` would report one of its accelerated entries now (scan() without its
+// effects).  Caller holds set->mu.
+bool would_report(Set* set) noexcept {
+    for (Entry* e : set->managed) {
+        accel::Conn* c = conn_of(e);
+        if (e->disabled || !c) continue;
+        std::uint64_t gen = 0;
+        auto want = static_cast<short>(e->app.events & kReadiness);
+        if (accel::poll_events(c, e->fd, want, &gen) == 0) continue;
+        if ((e->app.events & EPOLLET) && gen == e->seen_gen) continue;
+        return true;
+    }
+    return false;
+}
+
+// Before a wait on `outer`: each nested set in it shows exactly what the engines have for it, as
+// the kernel's ready list would.  Its signal is reset and raised again only if an entry is ready
+// (a level-triggered socket left readable by a partial read, which rings nothing new), and its
+// doorbells are armed, so what arrives later rings.  A signal left standing after the
+// application drained the socket is taken back here.
+void refresh_inner(Set* outer) noexcept {
+    std::vector<int> fds;
+    {
+        std::lock_guard<std::mutex> lk(outer->mu);
+        if (outer->inner_fds.empty()) return;
+        fds = outer->inner_fds;
+    }
+    for (int fd : fds) {
+        Set* in = acquire(fd);
+        if (!in) continue;
+        {
+            std::lock_guard<std::mutex> lk(in->mu);
+            if (int efd = in->self_fd.load(std::memory_order_acquire); in->nested && efd >= 0) {
+                std::uint64_t v;
+                (void)!real::read(efd, &v, sizeof v);
+                if (arm_all(in) || would_report(in)) signal_self(in);
+            }
+        }
+        unref(in);
+    }
 }
 
 // Removes the kernel's events for managed entries (doorbells) from `ev`, taking their bytes away.
@@ -375,10 +416,12 @@ int wait(int ep, epoll_event* ev, int max, long long timeout_ns, const sigset_t*
         for (;;) {
             bool pending = false, raced = false, plain = false;
             int n = 0;
+            refresh_inner(set.s);
             {
                 std::lock_guard<std::mutex> lk(set.s->mu);
                 // Nothing accelerated in this set (any more): the kernel answers alone.
-                plain = set.s->managed.empty() && !set.s->nested && g_convert.load(std::memory_order_acquire) == set.s->convert_seen;
+                plain = set.s->managed.empty() && !set.s->nested && set.s->inner_fds.empty() &&
+                        g_convert.load(std::memory_order_acquire) == set.s->convert_seen;
                 if (!plain) {
                     reconcile(set.s);
                     n = scan(set.s, ev, max, &pending);
@@ -424,8 +467,13 @@ int wait(int ep, epoll_event* ev, int max, long long timeout_ns, const sigset_t*
     }
 }
 
-void nested_in_another(int inner) noexcept {
+void nested_in_another(int outer, int inner) noexcept {
     try {
+        if (SetRef out(acquire_or_make(outer)); out.s) {
+            std::lock_guard<std::mutex> lk(out.s->mu);
+            if (std::find(out.s->inner_fds.begin(), out.s->inner_fds.end(), inner) == out.s->inner_fds.end())
+                out.s->inner_fds.push_back(inner);
+        }
         SetRef set(acquire_or_make(inner));
         if (!set.s) return;
         std::lock_guard<std::mutex> lk(set.s->mu);
@@ -494,6 +542,16 @@ void socket_closing(Socket* s) noexcept {
         // arrive for an entry that no longer exists.
         for (Entry* e : mine) drop_entry(set, e, true);
     }
+}
+
+bool any_nested() noexcept { return g_nested.load(std::memory_order_relaxed) > 0; }
+
+void unnested(int outer, int inner) noexcept {
+    SetRef set(acquire(outer));
+    if (!set.s) return;
+    std::lock_guard<std::mutex> lk(set.s->mu);
+    auto& v = set.s->inner_fds;
+    v.erase(std::remove(v.begin(), v.end(), inner), v.end());
 }
 
 void fd_closing(int fd) noexcept {

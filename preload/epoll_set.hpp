@@ -40,9 +40,13 @@ void fd_duplicated(int oldfd, int newfd) noexcept;
 // connect() gave socket `s` an sdx connection after it had been registered (epoll_ctl before
 // connect): the next epoll_wait takes its registrations over.
 void socket_connecting(Socket* s) noexcept;
-// Epoll fd `inner` was registered in another epoll set (nested epoll): from now on its accelerated
-// sockets keep their doorbells armed, so the outer set sees the inner one readable as the kernel
-// would show it.
-void nested_in_another(int inner) noexcept;
+// Epoll fd `inner` was registered in epoll set `outer` (nested epoll): from now on its accelerated
+// sockets keep their doorbells armed, and a wait on `outer` first brings the inner set's
+// readiness up to date, so the outer set sees the inner one readable exactly as the kernel would.
+void nested_in_another(int outer, int inner) noexcept;
+// `inner` was removed from `outer` (EPOLL_CTL_DEL of an fd the shim does not track).
+void unnested(int outer, int inner) noexcept;
+// Whether any epoll set was ever registered in another (so unnested() has anything to do).
+bool any_nested() noexcept;
 
 }  // namespace sdx::ep

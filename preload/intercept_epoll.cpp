@@ -46,9 +46,10 @@ SDX_EXPORT int epoll_ctl(int ep, int op, int fd, epoll_event* ev) noexcept {
         // (Only with acceleration on, and never under a seccomp filter: readlink may be forbidden.)
         if (r == 0 && op == EPOLL_CTL_ADD && accel::enabled() && !g_rt.sandboxed.load(std::memory_order_relaxed) && is_epoll_fd(fd)) {
             int saved = errno;
-            ep::nested_in_another(fd);
+            ep::nested_in_another(ep, fd);
             errno = saved;
         }
+        if (r == 0 && op == EPOLL_CTL_DEL && ep::any_nested()) ep::unnested(ep, fd);
         return r;
     }
     count(Call::epoll_ctl);
