@@ -304,7 +304,7 @@ long drive_op(Conn* c, int fd, std::unique_lock<std::mutex>& lk, proto::OpResult
             continue;
         }
         long long slice = 50000000LL;
-        if (stall_ns > 0 && c->eng->send_lent()) {
+        if (stall_ns > 0 && c->eng->send_lent() && !given_back(c)) {
             std::uint64_t read = c->eng->counters().tx_zcopy_read_bytes;
             long long now = now_ns();
             if (stall_at == 0 || read != read_seen) {

@@ -56,6 +56,9 @@ struct Set {
     // eventfd of the shim's (`self_fd`, data self_key()) stands in for what arrived unrung.
     bool nested = false;
     std::atomic<int> self_fd{-1};  // atomic: close() of the number clears it, lock-free (forget_self_fd)
+    // Its counter is non-zero (under mu): a second write would be a new edge for an outer
+    // edge-triggered registration although nothing new arrived.
+    bool signalled = false;
     // The other way round: nested sets registered in this one (their epoll fds), whose readiness a
     // wait on this set brings up to date first (refresh_inner).
     std::vector<int> inner_fds;
@@ -104,6 +107,8 @@ void unref(Set* s) noexcept {
     if (int fd = s->self_fd.exchange(-1); fd >= 0) real::close(fd);
     s->keys.erase(s->self_key());
     s->nested = false;
+    s->signalled = false;
+    s->inner_fds.clear();
     s->ep = -1;
 }
 
@@ -237,9 +242,17 @@ bool arm_all(Set* set) noexcept {
 // A nested set: makes the kernel set readable for what the engines have that rang nothing.
 void signal_self(Set* set) noexcept {
     int fd = set->self_fd.load(std::memory_order_acquire);
-    if (fd < 0) return;
+    if (fd < 0 || set->signalled) return;
     std::uint64_t one = 1;
-    (void)!real::write(fd, &one, sizeof one);
+    if (real::write(fd, &one, sizeof one) == sizeof one) set->signalled = true;
+}
+
+void unsignal_self(Set* set) noexcept {
+    int fd = set->self_fd.load(std::memory_order_acquire);
+    if (fd < 0 || !set->signalled) return;
+    std::uint64_t v;
+    (void)!real::read(fd, &v, sizeof v);
+    set->signalled = false;
 }
 
 // A nested set after a wait: every doorbell armed again, so the next arrival makes the kernel set
@@ -275,18 +288,28 @@ void refresh_inner(Set* outer) noexcept {
         if (outer->inner_fds.empty()) return;
         fds = outer->inner_fds;
     }
+    std::vector<int> gone;
     for (int fd : fds) {
         Set* in = acquire(fd);
-        if (!in) continue;
+        if (!in) {  // closed without EPOLL_CTL_DEL: the kernel dropped it from the outer set too
+            gone.push_back(fd);
+            continue;
+        }
         {
             std::lock_guard<std::mutex> lk(in->mu);
-            if (int efd = in->self_fd.load(std::memory_order_acquire); in->nested && efd >= 0) {
-                std::uint64_t v;
-                (void)!real::read(efd, &v, sizeof v);
+            if (in->nested && in->self_fd.load(std::memory_order_acquire) >= 0) {
+                // Raised only when not raised yet, taken back only when nothing is ready: an outer
+                // edge-triggered registration sees an edge only for something new.
                 if (arm_all(in) || would_report(in)) signal_self(in);
+                else unsignal_self(in);
             }
         }
         unref(in);
+    }
+    if (!gone.empty()) {
+        std::lock_guard<std::mutex> lk(outer->mu);
+        auto& v = outer->inner_fds;
+        for (int fd : gone) v.erase(std::remove(v.begin(), v.end(), fd), v.end());
     }
 }
 
@@ -301,8 +324,8 @@ int filter(Set* set, epoll_event* ev, int n, bool* rang) noexcept {
             continue;
         }
         if (*it == set->self_key()) {  // our own signal: reset it, and let the engines speak
-            std::uint64_t v;
-            if (int fd = set->self_fd.load(std::memory_order_acquire); fd >= 0) (void)!real::read(fd, &v, sizeof v);
+            set->signalled = true;  // whatever we believed: the kernel saw it set
+            unsignal_self(set);
             *rang = true;
             continue;
         }

@@ -14,7 +14,6 @@
 #include "preload/epoll_set.hpp"
 #include "preload/export.hpp"
 #include "preload/real.hpp"
-#include "preload/rendezvous.hpp"
 #include "preload/runtime.hpp"
 
 using namespace sdx;
@@ -32,7 +31,6 @@ int dup_like(int oldfd, Call c, Dup&& do_dup, int target = -1) noexcept {
     if (s) count(c);
     if (target >= 0 && target != oldfd && real::fcntl(oldfd, F_GETFD, 0) != -1)
         if (Socket* old = tracked(target); old && old != s) last_close(target, old);
-    if (target >= 0) rdv::forget_fds(static_cast<unsigned>(target), static_cast<unsigned>(target));
     int r = do_dup();
     if (r >= 0) {
         int saved = errno;
@@ -127,7 +125,6 @@ SDX_EXPORT int close(int fd) {
         untrack(fd);
     }
     ep::fd_closing(fd);
-    rdv::forget_fds(static_cast<unsigned>(fd), static_cast<unsigned>(fd));
     return real::close(fd);
 }
 
@@ -143,7 +140,6 @@ SDX_EXPORT int close_range(unsigned int first, unsigned int last, int flags) noe
         });
         if (any) count(Call::close_range);
         ep::fds_closing(first, last);
-        rdv::forget_fds(first, last);
     }
     return real::close_range(first, last, flags);
 }

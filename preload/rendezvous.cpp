@@ -7,6 +7,7 @@
 #include <linux/futex.h>
 #include <netinet/in.h>
 #include <sys/mman.h>
+#include <sys/stat.h>
 #include <sys/syscall.h>
 #include <sys/un.h>
 #include <time.h>
@@ -70,6 +71,11 @@ std::optional<Endpoint> endpoint(const sockaddr* sa, socklen_t len) {
     return std::nullopt;
 }
 
+unsigned long inode_of(int fd) noexcept {
+    struct stat st {};
+    return ::fstat(fd, &st) == 0 ? static_cast<unsigned long>(st.st_ino) : 0;
+}
+
 bool is_v4_mapped(const Endpoint& e) {
     static const std::uint8_t prefix[12] = {0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff};
     return std::memcmp(e.addr, prefix, 12) == 0;
@@ -108,12 +114,11 @@ socklen_t datagram_name(sockaddr_un& out, const sockaddr_un& name, socklen_t len
 // --- Announcing by datagram ----------------------------------------------------------------------
 // The first connection to a listener goes through its stream socket: SO_PEERCRED there says the
 // listener runs as our user (or root), so it can attach our segment.  Later connections to it only
-// send one datagram to its datagram socket: one sendto instead of socket + connect + getsockopt +
-// send + close, which was most of the set-up cost of a short connection.  A listener that went
+// send one datagram to its datagram socket (socket + sendto + close, instead of socket + connect +
+// getsockopt + send + close with a connection for the listener to accept and close).  A listener that went
 // away refuses the datagram (ECONNREFUSED) and one that does not answer in time is forgotten
 // (forget_listener): both lead back to the stream socket.
 
-std::atomic<int> g_dgram{-1};  // this process's unbound datagram socket, made on first use
 
 struct KnownListener {
     Endpoint dst;            // a destination we connected to
@@ -154,15 +159,6 @@ void forget_endpoint(const Endpoint& e) {
         if (k.len != 0 && k.dst == e) k.len = 0;
 }
 
-int datagram_socket() {
-    int fd = g_dgram.load(std::memory_order_acquire);
-    if (fd >= 0) return fd;
-    int made = real::socket(AF_UNIX, SOCK_DGRAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
-    if (made < 0) return -1;
-    if (g_dgram.compare_exchange_strong(fd, made, std::memory_order_acq_rel)) return made;
-    real::close(made);  // another thread made one first
-    return fd;
-}
 
 
 }  // namespace
@@ -191,21 +187,24 @@ struct HostAddresses {
 HostAddresses g_host;
 
 bool host_has(const Endpoint& e) {
-    std::lock_guard<std::mutex> lk(g_host.mu);
     auto has = [&] {
         for (const auto& a : g_host.addrs)
             if (std::memcmp(a.data(), e.addr, 16) == 0) return true;
         return false;
     };
-    if (has()) return true;
-    long long now = now_ns();
-    if (g_host.fetched_ns != 0 && now - g_host.fetched_ns < 1000000000LL) return false;
+    {
+        std::lock_guard<std::mutex> lk(g_host.mu);
+        if (has()) return true;
+        long long now = now_ns();
+        if (g_host.fetched_ns != 0 && now - g_host.fetched_ns < 1000000000LL) return false;
+        g_host.fetched_ns = now;
+    }
     // (Under a seccomp filter a netlink socket may be fatal: such a process is on loopback anyway.)
     if (g_rt.sandboxed.load(std::memory_order_relaxed)) return false;
-    g_host.fetched_ns = now;
+    // The netlink dump runs without the lock: a fork meanwhile must not leave it held in the child.
     ifaddrs* list = nullptr;
     if (::getifaddrs(&list) != 0) return false;
-    g_host.addrs.clear();
+    std::vector<std::array<std::uint8_t, 16>> fresh;
     for (const ifaddrs* i = list; i; i = i->ifa_next) {
         if (!i->ifa_addr) continue;
         int family = i->ifa_addr->sa_family;
@@ -214,10 +213,12 @@ bool host_has(const Endpoint& e) {
         if (auto a = endpoint(i->ifa_addr, l)) {
             std::array<std::uint8_t, 16> b;
             std::memcpy(b.data(), a->addr, 16);
-            g_host.addrs.push_back(b);
+            fresh.push_back(b);
         }
     }
     ::freeifaddrs(list);
+    std::lock_guard<std::mutex> lk(g_host.mu);
+    g_host.addrs = std::move(fresh);
     return has();
 }
 
@@ -266,6 +267,7 @@ Listener* Listener::open(const sockaddr* addr, socklen_t len) {
         return nullptr;
     }
     l->sock_ = s;
+    l->sock_ino_ = inode_of(s);
     l->table_ = static_cast<ListenerTable*>(mem);  // zero-filled: every slot free
     // The datagram socket for announcements of known clients (without it they use the stream one).
     sockaddr_un dn;
@@ -276,12 +278,18 @@ Listener* Listener::open(const sockaddr* addr, socklen_t len) {
         d = -1;
     }
     l->dgram_ = d;
+    l->dgram_ino_ = d >= 0 ? inode_of(d) : 0;
     return l;
 }
 
+bool Listener::owns(int fd, unsigned long ino) noexcept {
+    struct stat st {};
+    return fd >= 0 && ::fstat(fd, &st) == 0 && S_ISSOCK(st.st_mode) && st.st_ino == ino;
+}
+
 Listener::~Listener() {
-    if (sock_ >= 0) real::close(sock_);
-    if (dgram_ >= 0) real::close(dgram_);
+    if (owns(sock_, sock_ino_)) real::close(sock_);
+    if (owns(dgram_, dgram_ino_)) real::close(dgram_);
     if (table_) ::munmap(table_, sizeof(ListenerTable));
 }
 
@@ -302,8 +310,10 @@ void Listener::file(const Announcement& a) {
 
 void Listener::drain() {
     Announcement a{};
+    if (dgram_ >= 0 && !owns(dgram_, dgram_ino_)) dgram_ = -1;
     while (dgram_ >= 0 && real::recv(dgram_, &a, sizeof a, MSG_DONTWAIT) == sizeof a) file(a);
-    for (;;) {
+    if (sock_ >= 0 && !owns(sock_, sock_ino_)) sock_ = -1;
+    while (sock_ >= 0) {
         int c = real::accept4(sock_, nullptr, nullptr, SOCK_NONBLOCK | SOCK_CLOEXEC);
         if (c < 0) return;
         ssize_t n = real::recv(c, &a, sizeof a, MSG_DONTWAIT);
@@ -416,15 +426,24 @@ std::optional<Announced> announce_known(const Endpoint& e, std::size_t ring_capa
     socklen_t len = 0;
     std::string listener;
     if (!known_listener(e, &name, &len, &listener)) return std::nullopt;
-    int d = datagram_socket();
+    // A socket of its own for each announcement: a cached fd number could be closed behind our
+    // back (closefrom, raw syscalls) and name an application's TCP socket, which would take the
+    // datagram as stream data.
+    int d = real::socket(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC, 0);
     if (d < 0) return std::nullopt;
     auto out = pooled_segment(listener, ring_capacity);
     if (!out) out = new_segment(listener, ring_capacity);
-    if (!out) return std::nullopt;
+    if (!out) {
+        real::close(d);
+        return std::nullopt;
+    }
     Announcement a = announcement(*out);
     ssize_t n = real::sendto(d, &a, sizeof a, MSG_DONTWAIT | MSG_NOSIGNAL, reinterpret_cast<sockaddr*>(&name), len);
+    int err = errno;
+    real::close(d);
     if (n == sizeof a) return out;
-    forget_endpoint(e);
+    // A full queue (a burst of connections) is no reason to forget the listener; a refusal is.
+    if (!(n < 0 && (err == EAGAIN || err == EWOULDBLOCK))) forget_endpoint(e);
     if (out->poolable) shm::SegmentPool::unreserve_fd();
     return std::nullopt;
 }
@@ -507,12 +526,6 @@ void forget_listener(const std::string& listener) {
         if (k.len != 0 && k.listener == listener) k.len = 0;
 }
 
-void forget_fds(unsigned first, unsigned last) noexcept {
-    int fd = g_dgram.load(std::memory_order_acquire);
-    if (fd < 0 || static_cast<unsigned>(fd) < first || static_cast<unsigned>(fd) > last) return;
-    if (::getpid() != g_rt.pid) return;  // a vfork child closing its copy of the number
-    g_dgram.compare_exchange_strong(fd, -1, std::memory_order_acq_rel);
-}
 
 void publish_address(shm::Segment& seg, int fd) {
     shm::Rendezvous* rv = seg.rendezvous();

@@ -48,8 +48,12 @@ private:
     Listener() = default;
     void drain();
     void file(const Announcement& a);  // into the shared table
+    // Whether `fd` is still the socket we opened as inode `ino`: the application may have closed
+    // the number behind our back (closefrom, raw syscalls) and reused it for a socket of its own.
+    static bool owns(int fd, unsigned long ino) noexcept;
     int sock_ = -1;
     int dgram_ = -1;  // announcements from clients that know this listener already
+    unsigned long sock_ino_ = 0, dgram_ino_ = 0;
     ListenerTable* table_ = nullptr;
 };
 
@@ -65,9 +69,6 @@ struct Announced {
 std::optional<Announced> announce(const sockaddr* dst, socklen_t len, std::size_t ring_capacity, Refusal* why);
 // A listener announced to did not answer in time: the next connection asks its stream socket again.
 void forget_listener(const std::string& listener);
-// The application closes (or dup2()s over) fds [first, last]: if our datagram socket is among
-// them, it is forgotten, so nothing of ours is ever sent to whatever the number names next.
-void forget_fds(unsigned first, unsigned last) noexcept;
 // The kernel chose our address: publish it (after connect() returned 0 or EINPROGRESS).
 void publish_address(shm::Segment& seg, int fd);
 

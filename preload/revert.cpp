@@ -46,6 +46,7 @@ bool replayable(const shm::Channel& ch) {
             return msg.payload.empty() || (!gone && !(msg.h.flags & proto::kOobPres));
         case proto::Mid::SrcAvail: return !gone;
         case proto::Mid::SinkAvail:
+        case proto::Mid::SrcAvailCancel:  // the bytes it took back follow as Data (or were never sent)
         case proto::Mid::DisConn: return true;
         default: return false;
         }
@@ -86,7 +87,9 @@ bool replay_outgoing(const shm::Channel& ch, int fd) {
         if (proto::decode(m, msg) != proto::DecodeError::None) return false;
         if (msg.h.mid == proto::Mid::Data && !msg.payload.empty())
             parts.push_back(iovec{const_cast<std::byte*>(msg.payload.data()), msg.payload.size()});
-        else if (msg.h.mid == proto::Mid::SrcAvail)  // our own buffer: its send() is still waiting
+        else if (msg.h.mid == proto::Mid::SrcAvail && !ch.reclaimed(msg.advert.rkey))
+            // Our own buffer: its send() is still waiting.  (A reclaimed one is not: what the peer
+            // did not take of it follows as Data, or was never sent.)
             parts.push_back(iovec{reinterpret_cast<void*>(msg.advert.vaddr), msg.advert.len});
         else if (msg.h.mid == proto::Mid::DisConn)
             disconn = true;

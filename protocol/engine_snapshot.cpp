@@ -102,7 +102,8 @@ bool Engine::restore(std::span<const std::byte> in) noexcept {
             get(p, g);
             rxq.push_back(g);
         }
-        std::deque<AckFor> waits(std::min<std::uint32_t>(s.ghost_acks, 64), AckFor::Ghost);
+        if (s.ghost_acks > (1u << 20)) return false;  // not a state this engine could be in
+        std::deque<AckFor> waits(s.ghost_acks, AckFor::Ghost);
         ctrl_ = std::move(ctrl);
         rxq_ = std::move(rxq);
         ack_waits_ = std::move(waits);

@@ -280,8 +280,9 @@ std::optional<std::uint32_t> Channel::expose(void*, std::size_t, bool) {
     std::atomic<std::uint64_t>& w = lease(side_, key);
     std::uint64_t cur = w.load(std::memory_order_acquire);
     do {
-        // The peer still copying an advertisement of 16 keys ago: never expected; copy instead.
-        if (Lease::state(cur) == Lease::Copying) return std::nullopt;
+        // An advertisement of 16 keys ago still out (more outstanding than slots) or being copied:
+        // copy instead.
+        if (Lease::state(cur) == Lease::Copying || Lease::state(cur) == Lease::Lent) return std::nullopt;
     } while (!w.compare_exchange_weak(cur, Lease::pack(key, Lease::Lent, 0), std::memory_order_acq_rel,
                                       std::memory_order_acquire));
     return key;

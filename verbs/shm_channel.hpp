@@ -155,6 +155,11 @@ public:
     std::optional<std::uint32_t> expose(void* addr, std::size_t len, bool peer_writes) override;
     void revoke(std::uint32_t key) override;
     proto::Reclaim reclaim(std::uint32_t key, std::size_t* taken) override;
+    // Whether our advertisement `key` was taken back (Port::reclaim): its bytes are not the peer's.
+    bool reclaimed(std::uint32_t key) const noexcept {
+        std::uint64_t w = lease(side_, key).load(std::memory_order_acquire);
+        return Lease::is(w, key) && Lease::state(w) == Lease::Reclaimed;
+    }
     // Only a peer in this very process can be unable to read until our send returns (it is our own
     // thread): another process reads when it gets to it, as TCP's receiver would.
     bool peer_receiving() const noexcept override { return peer_ != self_ || out_.consumer_receiving(); }

@@ -385,6 +385,28 @@ void test_epoll_nested_and_variants() {
     recv_exact(s, 2);
     expect_ret("nested: drained", SEM_CALL(::epoll_wait(outer, out, 4, 0)), 0);
 
+    // The inner set edge-triggered in an outer one: one edge for what arrived, none for a partial
+    // read that leaves data behind.
+    {
+        int c2, s2;
+        tcp_pair(c2, s2);
+        int in2 = int(must(::epoll_create1(0), "epoll_create1"));
+        int out2 = int(must(::epoll_create1(0), "epoll_create1"));
+        ev.events = EPOLLIN;
+        ev.data.u64 = 1;
+        ::epoll_ctl(in2, EPOLL_CTL_ADD, s2, &ev);
+        ev.events = EPOLLIN | EPOLLET;
+        ev.data.u64 = 2;
+        ::epoll_ctl(out2, EPOLL_CTL_ADD, in2, &ev);
+        send_all(c2, "abcdefgh", 8);
+        r = SEM_CALL(::epoll_wait(out2, out, 4, kWaitMs));
+        expect("nested ET: the outer set reports the arrival", r.ret == 1 && out[0].data.u64 == 2, "1 event data 2", show(r));
+        recv_exact(s2, 2);
+        expect_ret("nested ET: no new edge after a partial read", SEM_CALL(::epoll_wait(out2, out, 4, 0)), 0);
+        expect_ret("nested ET: still none", SEM_CALL(::epoll_wait(out2, out, 4, 0)), 0);
+        close_all({c2, s2, in2, out2});
+    }
+
     // epoll_pwait and epoll_pwait2
     sigset_t mask;
     sigemptyset(&mask);
