@@ -376,6 +376,13 @@ void Engine::handle(RecvId id, const Message& m) {
 
 void Engine::protocol_error(const char*) { abort_conn(AbortReason::ProtocolError, true); }
 
+// The operation that was waiting for acknowledgements of kind `was` no longer is: they are
+// dropped when they come.
+void Engine::ghost_ack(AckFor was) {
+    for (AckFor& w : ack_waits_)
+        if (w == was) w = AckFor::Ghost;
+}
+
 // The peer cancels its SrcAvails (`src_avail`) or its SinkAvail.  The answer waits while a copy
 // of ours is in flight (its completion message must reach the peer first), and answers keep the
 // order of the cancellations, which is how the peer matches them.
@@ -556,8 +563,7 @@ void Engine::convert_adverts_to_bcopy() {
 
 void Engine::finish_send(long result) {
     // A cancellation of this operation still unacknowledged: its answer is dropped when it comes.
-    for (AckFor& w : ack_waits_)
-        if (w == AckFor::Send) w = AckFor::Ghost;
+    ghost_ack(AckFor::Send);
     tx_result_ = result;
     tx_op_ = SendOp{};
     if (tx_shut_ && !disconn_sent_) {
@@ -691,8 +697,7 @@ void Engine::end_send_cancel(std::size_t confirmed) {
     if (tx_op_.cancel_for_stall) {
         tx_op_.pos = confirmed;
         tx_op_.zcopy_off = true;
-        for (AckFor& w : ack_waits_)
-            if (w == AckFor::Send) w = AckFor::Ghost;
+        ghost_ack(AckFor::Send);
     } else {
         finish_send(confirmed > 0 ? static_cast<long>(confirmed) : -kErestart);
     }
@@ -810,8 +815,7 @@ OpResult Engine::interrupt_recv() {
 }
 
 void Engine::finish_recv(long result) {
-    for (AckFor& w : ack_waits_)
-        if (w == AckFor::Recv) w = AckFor::Ghost;
+    ghost_ack(AckFor::Recv);
     rx_result_ = result;
     rx_op_ = RecvOp{};
     check_deadlock();
@@ -897,8 +901,7 @@ bool Engine::reclaim_sink() {
     rx_stream_end_ += taken;
     ctr_.rx_zcopy_write_bytes += taken;
     ghost_wr_bytes_ += taken;
-    for (AckFor& w : ack_waits_)
-        if (w == AckFor::Recv) w = AckFor::Ghost;
+    ghost_ack(AckFor::Recv);
     return true;
 }
 
